@@ -1,0 +1,7 @@
+"""Model zoo: Keras 3 builders behind one registry, `models.get(name, ...)`.
+
+All models output logits (no final softmax), as the Fisher output metric and
+`from_logits=True` losses expect.
+"""
+from models.registry import get
+from models.registry import names

@@ -1,0 +1,133 @@
+"""One geodesic step: the metric-constrained move toward a second objective.
+
+    theta* = argmin_theta <theta, g theta> - beta <theta, v>  s.t. ||theta|| = eps
+
+Stationarity of the Lagrangian gives theta = (beta / 2) (g + lambda I)^{-1} v
+for a multiplier lambda; for lambda >= 0 (> -lambda_min(g)) this stationary
+point is the global minimiser on the sphere. Two parametrisations:
+
+* `geodesic_step(..., damping=lambda)`: fix lambda, solve x = (g + lambda I)^{-1} v
+  by CG and return theta = eps x / ||x||; the beta it solves for is
+  `implied_beta = 2 eps / ||x||`.
+* `multiplier_for_beta(..., beta, eps)`: find the lambda >= 0 at which
+  ||(beta/2)(g + lambda I)^{-1} v|| = eps (Newton on the secular equation,
+  Moré & Sorensen 1983), then take the step with that damping.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import tensorflow as tf
+
+from tfgeo import krylov
+from tfgeo import vectors
+
+
+class GeodesicStepResult(NamedTuple):
+    step: list  # theta, shaped like v; ||theta|| = eps, or zeros if the solve failed
+    functional_change: tf.Tensor  # <theta, g theta>
+    cosine: tf.Tensor  # <theta, v> / (||theta|| ||v||)
+    implied_beta: tf.Tensor  # beta for which theta solves the problem at this lambda
+    ok: tf.Tensor  # bool: a finite, non-zero step was produced
+    cg: krylov.CGResult
+
+
+def _dot(operator):
+    return getattr(operator, "dot", vectors.dot)
+
+
+def geodesic_step(
+    operator,
+    direction: Sequence[tf.Tensor],
+    step_size,
+    damping=1e-3,
+    max_iterations: int = 20,
+    tolerance: float = 1e-5,
+    unroll: bool = False,
+) -> GeodesicStepResult:
+    """theta = eps (g + lambda I)^{-1} v / ||(g + lambda I)^{-1} v||.
+
+    Args:
+      operator: v -> g v (e.g. `tfgeo.metric.MetricOperator`); if it has a
+        `quadratic_form` method, the functional change uses it (one JVP)
+        instead of another metric-vector product.
+      direction: v, the second objective's direction (list of tensors).
+      step_size: eps > 0, the Euclidean length of the step.
+      damping: lambda >= 0.
+      max_iterations, tolerance, unroll: passed to `krylov.conjugate_gradient`.
+    Returns:
+      GeodesicStepResult. When CG breaks down on its first iteration or v = 0
+      the step is all zeros and `ok` is False: the caller's weights stay put.
+    """
+    dot = _dot(operator)
+    v = [tf.convert_to_tensor(t) for t in direction]
+    dtype = v[0].dtype
+    eps = tf.cast(step_size, dtype)
+    cg = krylov.conjugate_gradient(
+        operator, v, damping=damping, max_iterations=max_iterations,
+        tolerance=tolerance, unroll=unroll, dot=dot,
+    )
+    x_norm = tf.sqrt(dot(cg.solution, cg.solution))
+    ok = tf.math.is_finite(x_norm) & (x_norm > 0)
+    safe_norm = tf.where(ok, x_norm, tf.ones_like(x_norm))
+    factor = tf.where(ok, eps / safe_norm, tf.zeros_like(eps))
+    theta = vectors.scale(factor, cg.solution)
+    if hasattr(operator, "quadratic_form"):
+        change = operator.quadratic_form(theta)
+    else:
+        change = dot(theta, operator(theta))
+    v_norm = tf.sqrt(dot(v, v))
+    denom = eps * v_norm
+    cosine = tf.where(ok & (denom > 0), dot(theta, v) / tf.where(denom > 0, denom, 1), 0)
+    implied_beta = tf.where(ok, 2 * eps / safe_norm, tf.zeros_like(eps))
+    return GeodesicStepResult(theta, change, cosine, implied_beta, ok, cg)
+
+
+def multiplier_for_beta(
+    operator,
+    direction,
+    beta,
+    step_size,
+    initial_damping=1e-3,
+    newton_iterations: int = 10,
+    max_iterations: int = 50,
+    tolerance: float = 1e-8,
+):
+    """lambda >= 0 solving ||(beta / 2) (g + lambda I)^{-1} v|| = eps.
+
+    Newton's method on phi(lambda) = 1/eps - 1/||x(lambda)||, which is concave
+    and increasing, so iterates approach the root monotonically from below
+    after the first step. Each iteration costs two CG solves:
+    x = (beta/2)(g + lambda I)^{-1} v and y = (g + lambda I)^{-1} x, with
+    lambda+ = lambda + (||x||^2 / <x, y>) (||x|| - eps) / eps.
+    If the root is negative (the unconstrained minimiser lies inside the
+    sphere, only possible for a nearly singular g and large beta) the result
+    is clamped to 0.
+
+    Returns:
+      (lambda, step_norm): the multiplier and ||x(lambda)|| at it.
+    """
+    dot = _dot(operator)
+    v = [tf.convert_to_tensor(t) for t in direction]
+    dtype = v[0].dtype
+    half_beta = tf.cast(beta, dtype) / 2
+    eps = tf.cast(step_size, dtype)
+    lam = tf.cast(initial_damping, dtype)
+
+    def solve(rhs, lam):
+        return krylov.conjugate_gradient(
+            operator, rhs, damping=lam, max_iterations=max_iterations, tolerance=tolerance,
+            dot=dot,
+        ).solution
+
+    x_norm = None
+    for _ in range(newton_iterations):
+        x = vectors.scale(half_beta, solve(v, lam))
+        y = solve(x, lam)
+        xx = dot(x, x)
+        x_norm = tf.sqrt(xx)
+        xy = dot(x, y)
+        update = (xx / xy) * (x_norm - eps) / eps
+        lam = tf.maximum(lam + tf.where(xy > 0, update, tf.zeros_like(update)), 0)
+    x_norm = tf.sqrt(dot(*(2 * [vectors.scale(half_beta, solve(v, lam))])))
+    return lam, x_norm

@@ -1,0 +1,211 @@
+"""Keras integration: `model.fit` drives a geodesic walk, one step per batch.
+
+    walker = GeodesicModel(net, TowardTarget(target), step_size=0.05)
+    walker.compile(jit_compile=True, loss=..., metrics=["accuracy"])  # loss/metrics for evaluate()
+    walker.fit(dataset, epochs=..., callbacks=[...])
+
+Each dataset element is `(x, y)` (or `x`). The metric is taken on x and the
+objective's direction on (x, y). To use different batches for the two, make
+x a dict `{"metric": x_metric, "objective": x_objective}`; `zip_batches`
+builds such a dataset from two datasets.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfgeo import geodesic
+from tfgeo import metric
+from tfgeo import objectives as objectives_lib
+from tfgeo import output_metrics
+
+METRIC_KEY = "metric"
+OBJECTIVE_KEY = "objective"
+
+
+class LastValue(keras.metrics.Metric):
+    """Reports the most recent value it was given (e.g. a running total)."""
+
+    def __init__(self, name="last_value", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.value.dtype))
+
+    def result(self):
+        return tf.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        # A last value survives epoch boundaries: resetting would print 0
+        # for a running total that is not zero.
+        pass
+
+
+def zip_batches(metric_dataset: tf.data.Dataset, objective_dataset: tf.data.Dataset):
+    """Pairs metric inputs with objective batches for `GeodesicModel.fit`.
+
+    `metric_dataset` yields x (or (x, ...), of which x is used);
+    `objective_dataset` yields (x, y). The result yields
+    ({"metric": x_metric, "objective": x_objective}, y).
+    """
+
+    def pair(m, o):
+        xm = m[0] if isinstance(m, (tuple, list)) else m
+        xo, yo = o
+        return {METRIC_KEY: xm, OBJECTIVE_KEY: xo}, yo
+
+    return tf.data.Dataset.zip((metric_dataset, objective_dataset)).map(pair)
+
+
+def _split_inputs(x):
+    if isinstance(x, dict) and METRIC_KEY in x and OBJECTIVE_KEY in x:
+        return x[METRIC_KEY], x[OBJECTIVE_KEY]
+    return x, x
+
+
+@keras.saving.register_keras_serializable(package="tfgeo")
+class GeodesicModel(keras.Model):
+    """Wraps a model so that each `fit` step is a geodesic step.
+
+    Args:
+      model: the network being walked (a built Keras model with logits outputs
+        for the 'fisher' metric).
+      objective: a `tfgeo.objectives.Objective` giving v.
+      step_size: eps > 0, Euclidean length of each step.
+      damping: lambda >= 0 in (g + lambda I).
+      output_metric: 'euclidean' or 'fisher'.
+      cg_max_iterations, cg_tolerance: conjugate-gradient budget per step.
+      unroll_cg: straight-line CG (needed under tf.distribute all-reduces).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        objective: objectives_lib.Objective,
+        step_size: float = 1e-2,
+        damping: float = 1e-3,
+        output_metric: str = "fisher",
+        cg_max_iterations: int = 10,
+        cg_tolerance: float = 1e-4,
+        unroll_cg: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
+        if not model.built:
+            raise ValueError("model must be built (call it once or give it an Input).")
+        if not isinstance(objective, objectives_lib.Objective):
+            raise TypeError(
+                f"objective must be a tfgeo.objectives.Objective, got {type(objective).__name__}."
+            )
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}.")
+        if not damping >= 0:
+            raise ValueError(f"damping must be >= 0, got {damping}.")
+        if int(cg_max_iterations) < 1:
+            raise ValueError(f"cg_max_iterations must be >= 1, got {cg_max_iterations}.")
+        output_metrics.get(output_metric)  # validates the name
+        self.model = model
+        self.objective = objective
+        self.step_size = float(step_size)
+        self.damping = float(damping)
+        self.output_metric = output_metric
+        self.cg_max_iterations = int(cg_max_iterations)
+        self.cg_tolerance = float(cg_tolerance)
+        self.unroll_cg = bool(unroll_cg)
+        self.path_length = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="path_length"
+        )
+        self.functional_change_tracker = keras.metrics.Mean(name="functional_change")
+        self.path_length_tracker = LastValue(name="path_length")
+        self.cg_iterations_tracker = keras.metrics.Mean(name="cg_iterations")
+        self.cg_residual_tracker = keras.metrics.Mean(name="cg_residual")
+        self.cosine_tracker = keras.metrics.Mean(name="cosine")
+        self.failed_steps_tracker = keras.metrics.Sum(name="failed_steps")
+        self.distance_tracker = LastValue(name="distance_to_target")
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    @property
+    def _walk_trackers(self):
+        trackers = [
+            self.functional_change_tracker,
+            self.path_length_tracker,
+            self.cg_iterations_tracker,
+            self.cg_residual_tracker,
+            self.cosine_tracker,
+            self.failed_steps_tracker,
+        ]
+        if self.objective.has_distance:
+            trackers.append(self.distance_tracker)
+        return trackers
+
+    def geodesic_step(self, metric_inputs, objective_inputs=None, targets=None):
+        """Computes one step at the current weights without applying it."""
+        operator = metric.MetricOperator(self.model, metric_inputs, self.output_metric)
+        direction = self.objective.direction(self.model, objective_inputs, targets)
+        return geodesic.geodesic_step(
+            operator,
+            direction,
+            step_size=self.step_size,
+            damping=self.damping,
+            max_iterations=self.cg_max_iterations,
+            tolerance=self.cg_tolerance,
+            unroll=self.unroll_cg,
+        )
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        metric_inputs, objective_inputs = _split_inputs(x)
+        result = self.geodesic_step(metric_inputs, objective_inputs, y)
+        for var, delta in zip(self.model.trainable_variables, result.step):
+            var.assign_add(tf.cast(delta, var.dtype))
+        change = tf.cast(result.functional_change, self.path_length.dtype)
+        self.path_length.assign_add(tf.sqrt(tf.maximum(change, 0.0)))
+        self.functional_change_tracker.update_state(change)
+        self.path_length_tracker.update_state(self.path_length)
+        self.cg_iterations_tracker.update_state(tf.cast(result.cg.iterations, tf.float32))
+        self.cg_residual_tracker.update_state(result.cg.relative_residual)
+        self.cosine_tracker.update_state(result.cosine)
+        self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
+        if self.objective.has_distance:
+            self.distance_tracker.update_state(self.objective.distance(self.model))
+        return {m.name: m.result() for m in self._walk_trackers}
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        _, x = _split_inputs(x)
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+        results = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        walk = {m.name for m in self._walk_trackers} | {self.distance_tracker.name}
+        return {k: v for k, v in results.items() if k not in walk}
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "objective": keras.saving.serialize_keras_object(self.objective),
+            "step_size": self.step_size,
+            "damping": self.damping,
+            "output_metric": self.output_metric,
+            "cg_max_iterations": self.cg_max_iterations,
+            "cg_tolerance": self.cg_tolerance,
+            "unroll_cg": self.unroll_cg,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(
+            config["model"], custom_objects=custom_objects
+        )
+        config["objective"] = keras.saving.deserialize_keras_object(
+            config["objective"], custom_objects=custom_objects
+        )
+        return cls(**config)
