@@ -62,7 +62,7 @@ def geodesic_step(
     dot = _dot(operator)
     v = [tf.convert_to_tensor(t) for t in direction]
     dtype = v[0].dtype
-    eps = tf.cast(step_size, dtype)
+    eps = vectors.scalar(step_size, dtype)
     cg = krylov.conjugate_gradient(
         operator, v, damping=damping, max_iterations=max_iterations,
         tolerance=tolerance, unroll=unroll, dot=dot,
@@ -110,9 +110,9 @@ def multiplier_for_beta(
     dot = _dot(operator)
     v = [tf.convert_to_tensor(t) for t in direction]
     dtype = v[0].dtype
-    half_beta = tf.cast(beta, dtype) / 2
-    eps = tf.cast(step_size, dtype)
-    lam = tf.cast(initial_damping, dtype)
+    half_beta = vectors.scalar(beta, dtype) / 2
+    eps = vectors.scalar(step_size, dtype)
+    lam = vectors.scalar(initial_damping, dtype)
 
     def solve(rhs, lam):
         return krylov.conjugate_gradient(

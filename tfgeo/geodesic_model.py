@@ -158,8 +158,27 @@ class GeodesicModel(keras.Model):
             unroll=self.unroll_cg,
         )
 
+    def _update_compiled(self, x, y, sample_weight):
+        """Compiled loss and metrics on (x, y) at the current weights."""
+        y_pred = self(x, training=False)
+        loss_tracker = getattr(self, "_loss_tracker", None)
+        if loss_tracker is not None:
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+            loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+        self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _logs(self, include_walk):
+        walk = {m.name for m in self._walk_trackers}
+        hidden = {self.distance_tracker.name} - walk
+        logs = {}
+        for name, value in self.get_metrics_result().items():
+            if name in hidden or (not include_walk and name in walk):
+                continue
+            logs[name] = value
+        return logs
+
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         metric_inputs, objective_inputs = _split_inputs(x)
         result = self.geodesic_step(metric_inputs, objective_inputs, y)
         for var, delta in zip(self.model.trainable_variables, result.step):
@@ -174,17 +193,22 @@ class GeodesicModel(keras.Model):
         self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
         if self.objective.has_distance:
             self.distance_tracker.update_state(self.objective.distance(self.model))
-        return {m.name: m.result() for m in self._walk_trackers}
+        # Compiled loss/metrics (e.g. task loss, accuracy) on the objective
+        # batch after the step, so the progress bar shows what the walk does.
+        if y is not None:
+            self._update_compiled(objective_inputs, y, sample_weight)
+        elif getattr(self, "_compile_metrics", None) is not None:
+            raise ValueError(
+                "GeodesicModel was compiled with metrics but the training data has no "
+                "labels: give (x, y) batches or compile without `metrics`."
+            )
+        return self._logs(include_walk=True)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         _, x = _split_inputs(x)
-        y_pred = self(x, training=False)
-        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
-        results = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        walk = {m.name for m in self._walk_trackers} | {self.distance_tracker.name}
-        return {k: v for k, v in results.items() if k not in walk}
+        self._update_compiled(x, y, sample_weight)
+        return self._logs(include_walk=False)
 
     def get_config(self):
         return {

@@ -79,8 +79,8 @@ def conjugate_gradient(
     dot = dot or vectors.dot
     b = [tf.convert_to_tensor(t) for t in rhs]
     dtype = b[0].dtype
-    damping = tf.cast(damping, dtype)
-    tol = tf.cast(tolerance, dtype)
+    damping = vectors.scalar(damping, dtype)
+    tol = vectors.scalar(tolerance, dtype)
 
     def apply(v):
         return vectors.axpy(damping, v, operator(v))

@@ -13,6 +13,17 @@ import tensorflow as tf
 Vector = Sequence[tf.Tensor]
 
 
+def scalar(value, dtype) -> tf.Tensor:
+    """`value` as a scalar of `dtype`, without a float32 detour.
+
+    `tf.cast(0.05, tf.float64)` first makes a float32 constant and so yields
+    0.0500000007; a Python number is converted at `dtype` directly instead.
+    """
+    if isinstance(value, (int, float)):
+        return tf.constant(value, dtype=dtype)
+    return tf.cast(value, dtype)
+
+
 def dot(a: Vector, b: Vector) -> tf.Tensor:
     """<a, b> = sum_k sum(a_k * b_k), a scalar."""
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b, strict=True)])
