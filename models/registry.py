@@ -1,11 +1,16 @@
 """One registry for the zoo: `get(name, input_shape, num_classes, **options)`."""
 from __future__ import annotations
 
+from models import lenet5 as lenet5_lib
 from models import mlp as mlp_lib
+from models import vgg as vgg_lib
 
 _BUILDERS = {
     "mlp": mlp_lib.mlp,
     "lenet_300_100": mlp_lib.lenet_300_100,
+    "lenet5": lenet5_lib.lenet5,
+    "vgg11": vgg_lib.vgg11,
+    "vgg16": vgg_lib.vgg16,
 }
 
 

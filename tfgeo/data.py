@@ -1,11 +1,24 @@
-"""Datasets as `tf.data` pipelines.
+"""Datasets: loaders to in-memory arrays, task constructions, and `tf.data` pipelines.
 
-`digits`: scikit-learn's bundled handwritten digits (1,797 real 8x8 images,
-10 classes), needing no download: the offline default of every runner.
+* `digits`: scikit-learn's bundled handwritten digits (1,797 real 8x8 images,
+  10 classes), needing no download: the offline default of every runner.
+* `mnist`, `cifar10`, `cifar100`: through tensorflow-datasets. With
+  `manual_dir` (or the environment variable TFGEO_MANUAL_DIR) tfds prepares
+  the dataset from a folder holding the original distribution files, with
+  no network (`tfds.download.DownloadConfig(manual_dir=...)`).
+* Image folders (`train/<class>/*`, `test/<class>/*`) through
+  `keras.utils.image_dataset_from_directory`.
+
+Images are scaled to [0, 1] float32 with a channel axis ([N, H, W, C]);
+models flatten as they need. The splits fit in memory on these machines
+(CIFAR-10 train is 600 MB as float32), which keeps task constructions
+(class splits, pixel permutations) exact and simple.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+import tarfile
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +60,173 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, flat: bool = True) -
         num_classes=10,
         name="digits",
     )
+
+
+TFDS_NAMES = ("mnist", "cifar10", "cifar100")
+NAMES = ("digits",) + TFDS_NAMES + ("image_folder",)
+MANUAL_DIR_ENV = "TFGEO_MANUAL_DIR"
+DATA_DIR_ENV = "TFGEO_DATA_DIR"
+
+
+def load_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> ArrayDataset:
+    """Loads a tfds image-classification dataset ('mnist', 'cifar10', 'cifar100').
+
+    Args:
+      data_dir: tfds cache folder (default $TFGEO_DATA_DIR or tfds's default).
+      manual_dir: folder with the original distribution files (default
+        $TFGEO_MANUAL_DIR); when given, preparation needs no network.
+    """
+    if name not in TFDS_NAMES:
+        raise ValueError(f"Unknown tfds dataset {name!r}; expected one of {TFDS_NAMES}.")
+    import tensorflow_datasets as tfds  # local: heavy import, only this loader needs it
+
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
+    manual_dir = manual_dir or os.environ.get(MANUAL_DIR_ENV) or None
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise ValueError(f"manual_dir {manual_dir!r} is not a directory.")
+    builder = tfds.builder(name, data_dir=data_dir)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    builder.download_and_prepare(download_config=config)
+    splits = {}
+    for split in ("train", "test"):
+        # Batched iteration, not batch_size=-1: the latter aborts under
+        # tfds.testing.mock_data (seen with tfds 4.9).
+        batches = builder.as_dataset(split=split, as_supervised=True).batch(8192)
+        images, labels = zip(*tfds.as_numpy(batches))
+        splits[split] = ArraySplit((np.concatenate(images) / 255.0).astype(np.float32),
+                                   np.concatenate(labels).astype(np.int32))
+    return ArrayDataset(
+        train=splits["train"], test=splits["test"],
+        input_shape=tuple(splits["train"].x.shape[1:]),
+        num_classes=builder.info.features["label"].num_classes, name=name,
+    )
+
+
+def extract_archive(archive: str, destination: str) -> str:
+    """Extracts a .tar.gz (e.g. the CIFAR-10 JPEG folders) and returns `destination`."""
+    if not os.path.isfile(archive):
+        raise ValueError(f"archive {archive!r} does not exist.")
+    os.makedirs(destination, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(destination, filter="data")
+    return destination
+
+
+def _find_split_root(root):
+    # Archives often wrap train/ and test/ in one top-level folder.
+    if os.path.isdir(os.path.join(root, "train")):
+        return root
+    subdirs = [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))]
+    if len(subdirs) == 1 and os.path.isdir(os.path.join(root, subdirs[0], "train")):
+        return os.path.join(root, subdirs[0])
+    raise ValueError(f"{root!r} has no train/ folder (expected train/<class>/*, test/<class>/*).")
+
+
+def load_image_folder(root: str, image_size: Sequence[int] | None = None,
+                      color_mode: str = "rgb") -> ArrayDataset:
+    """Loads `root/train/<class>/*` and `root/test/<class>/*` images into arrays.
+
+    Class indices follow the sorted class-folder names of train/; test/ must
+    have the same classes. `image_size` defaults to the first image's size.
+    """
+    import keras
+
+    root = _find_split_root(root)
+    classes = sorted(d for d in os.listdir(os.path.join(root, "train"))
+                     if os.path.isdir(os.path.join(root, "train", d)))
+    if len(classes) < 2:
+        raise ValueError(f"{root}/train has {len(classes)} class folders; need at least 2.")
+    test_classes = sorted(os.listdir(os.path.join(root, "test"))) if os.path.isdir(
+        os.path.join(root, "test")) else None
+    if test_classes != classes:
+        raise ValueError(f"{root}/test must have the same class folders as train/: {classes}.")
+    if image_size is None:
+        first_dir = os.path.join(root, "train", classes[0])
+        first = sorted(os.listdir(first_dir))[0]
+        image = keras.utils.load_img(os.path.join(first_dir, first))
+        image_size = (image.height, image.width)
+    splits = {}
+    for split in ("train", "test"):
+        ds = keras.utils.image_dataset_from_directory(
+            os.path.join(root, split), labels="inferred", label_mode="int", class_names=classes,
+            color_mode=color_mode, image_size=tuple(image_size), shuffle=False, batch_size=1024,
+            verbose=False,
+        )
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+        splits[split] = ArraySplit((np.concatenate(xs) / 255.0).astype(np.float32),
+                                   np.concatenate(ys).astype(np.int32))
+    return ArrayDataset(splits["train"], splits["test"], tuple(splits["train"].x.shape[1:]),
+                        len(classes), os.path.basename(os.path.normpath(root)))
+
+
+def load(name: str, seed: int = 0, data_dir=None, manual_dir=None, image_folder=None) -> ArrayDataset:
+    """One entry point for runners: 'digits', 'mnist', 'cifar10', 'cifar100', 'image_folder'."""
+    if name == "digits":
+        return load_digits(seed=seed, flat=False)
+    if name in TFDS_NAMES:
+        return load_tfds(name, data_dir=data_dir, manual_dir=manual_dir)
+    if name == "image_folder":
+        if not image_folder:
+            raise ValueError("dataset 'image_folder' needs image_folder (a folder or .tar.gz).")
+        if os.path.isfile(image_folder) and image_folder.endswith((".tar.gz", ".tgz")):
+            import tempfile
+
+            image_folder = extract_archive(image_folder, tempfile.mkdtemp(prefix="tfgeo-images-"))
+        return load_image_folder(image_folder)
+    raise ValueError(f"Unknown dataset {name!r}; expected one of {NAMES}.")
+
+
+def class_split_tasks(ds: ArrayDataset, groups: Sequence[Sequence[int]],
+                      relabel: bool = False) -> list[ArrayDataset]:
+    """One task per group of classes, e.g. split-MNIST [[0..4], [5..9]].
+
+    With relabel=True labels become 0..len(group)-1 within each task (a
+    task-incremental head); otherwise the original labels are kept.
+    """
+    tasks = []
+    for i, group in enumerate(groups):
+        group = [int(c) for c in group]
+        if not group or any(not 0 <= c < ds.num_classes for c in group):
+            raise ValueError(f"group {group} must be non-empty classes in [0, {ds.num_classes}).")
+        lookup = np.full(ds.num_classes, -1, np.int32)
+        lookup[group] = np.arange(len(group)) if relabel else group
+        parts = []
+        for split in (ds.train, ds.test):
+            keep = np.isin(split.y, group)
+            parts.append(ArraySplit(split.x[keep], lookup[split.y[keep]]))
+        tasks.append(ArrayDataset(parts[0], parts[1], ds.input_shape,
+                                  len(group) if relabel else ds.num_classes, f"{ds.name}-task{i}"))
+    return tasks
+
+
+def permuted_tasks(ds: ArrayDataset, num_tasks: int, seed: int = 0,
+                   keep_first: bool = True) -> list[ArrayDataset]:
+    """Permuted tasks: one fixed pixel permutation per task (seeded).
+
+    The first task is the original data when keep_first is True.
+    """
+    if num_tasks <= 0:
+        raise ValueError(f"num_tasks must be > 0, got {num_tasks}.")
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(ds.input_shape))
+    tasks = []
+    for i in range(num_tasks):
+        perm = np.arange(size) if (i == 0 and keep_first) else rng.permutation(size)
+        parts = [ArraySplit(s.x.reshape(len(s.y), size)[:, perm].reshape(s.x.shape), s.y)
+                 for s in (ds.train, ds.test)]
+        tasks.append(ArrayDataset(parts[0], parts[1], ds.input_shape, ds.num_classes,
+                                  f"{ds.name}-perm{i}"))
+    return tasks
+
+
+def validation_split(split: ArraySplit, fraction: float, seed: int = 0) -> tuple[ArraySplit, ArraySplit]:
+    """(train, validation) from a training split, seeded, for honest tuning."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
+    order = np.random.default_rng(seed).permutation(len(split.y))
+    n_val = int(round(fraction * len(split.y)))
+    val, train = order[:n_val], order[n_val:]
+    return ArraySplit(split.x[train], split.y[train]), ArraySplit(split.x[val], split.y[val])
 
 
 def to_dataset(

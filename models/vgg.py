@@ -1,0 +1,50 @@
+"""VGG in its CIFAR form (Simonyan & Zisserman 2015, as adapted for 32x32 inputs).
+
+3x3 convolutions with 'same' padding, 2x2 max-pooling after each block, a
+1x1x512 feature map for 32x32 inputs, and one Dense layer to the logits
+(the CIFAR classifier head used by e.g. kuangliu/pytorch-cifar).
+
+Batch normalization is optional and off by default: with batch statistics the
+metric would depend on the batch. When it is on, tfgeo always evaluates the
+metric with `training=False` (inference mode, moving statistics).
+"""
+from __future__ import annotations
+
+import keras
+
+CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"],
+}
+
+
+def vgg(config, input_shape=(32, 32, 3), num_classes=10, batch_norm=False, width=1.0,
+        dtype=None, name="vgg"):
+    """Builds a VGG from a config list (channel counts, 'M' for pooling).
+
+    `width` scales every channel count (e.g. 0.25 for a quick CPU run).
+    """
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}.")
+    layers = [keras.Input(tuple(input_shape), dtype=dtype)]
+    for item in config:
+        if item == "M":
+            layers.append(keras.layers.MaxPooling2D(2, dtype=dtype))
+            continue
+        channels = max(1, int(round(item * width)))
+        layers.append(keras.layers.Conv2D(channels, 3, padding="same", use_bias=True, dtype=dtype))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(dtype=dtype))
+        layers.append(keras.layers.ReLU(dtype=dtype))
+    layers += [keras.layers.Flatten(dtype=dtype),
+               keras.layers.Dense(int(num_classes), dtype=dtype, name="logits")]
+    return keras.Sequential(layers, name=name)
+
+
+def vgg11(input_shape=(32, 32, 3), num_classes=10, **options):
+    return vgg(CONFIGS["vgg11"], input_shape, num_classes, name="vgg11", **options)
+
+
+def vgg16(input_shape=(32, 32, 3), num_classes=10, **options):
+    return vgg(CONFIGS["vgg16"], input_shape, num_classes, name="vgg16", **options)

@@ -1,0 +1,102 @@
+"""Data: real MNIST from the shared originals, tfds mock data, image folders, tasks."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tfgeo import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+
+
+def test_digits_offline():
+    ds = data.load_digits(seed=0, flat=False)
+    assert ds.input_shape == (8, 8, 1) and ds.num_classes == 10
+    assert len(ds.train.y) + len(ds.test.y) == 1797
+    assert 0.0 <= ds.train.x.min() and ds.train.x.max() <= 1.0
+    again = data.load_digits(seed=0, flat=False)
+    np.testing.assert_array_equal(ds.test.y, again.test.y)
+
+
+def test_mnist_prepared_from_original_files_offline(tmp_path):
+    # Must fail, not skip, in CI when the shared originals are missing.
+    assert os.path.isdir(SHARED_MNIST), f"shared MNIST originals missing at {SHARED_MNIST}"
+    ds = data.load_tfds("mnist", data_dir=str(tmp_path), manual_dir=SHARED_MNIST)
+    assert ds.train.x.shape == (60000, 28, 28, 1) and ds.test.x.shape == (10000, 28, 28, 1)
+    assert ds.num_classes == 10 and ds.train.x.dtype == np.float32
+    assert ds.train.x.max() == 1.0 and ds.train.x.min() == 0.0
+    # The canonical MNIST class counts (test split).
+    counts = np.bincount(ds.test.y, minlength=10)
+    assert counts.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_tfds_path_with_mock_data():
+    with tfds.testing.mock_data(num_examples=24):
+        ds = data.load_tfds("cifar100")
+    assert ds.train.x.shape[1:] == (32, 32, 3) and ds.num_classes == 100
+    assert len(ds.train.y) == 24 and ds.train.x.max() <= 1.0
+
+
+def test_bad_names_and_manual_dir(tmp_path):
+    with pytest.raises(ValueError, match="'imagenet'"):
+        data.load("imagenet")
+    with pytest.raises(ValueError, match="manual_dir"):
+        data.load_tfds("mnist", manual_dir=str(tmp_path / "nope"))
+
+
+def _write_folder(root, classes, per_class=3, size=(6, 5)):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            os.makedirs(root / split / c)
+            for i in range(per_class):
+                img = (rng.random((*size, 3)) * 255).astype(np.uint8)
+                keras.utils.save_img(str(root / split / c / f"{i}.png"), img)
+
+
+def test_image_folder(tmp_path):
+    _write_folder(tmp_path, ["cat", "ant", "bee"])
+    ds = data.load_image_folder(str(tmp_path))
+    assert ds.num_classes == 3 and ds.input_shape == (6, 5, 3)
+    assert np.bincount(ds.train.y).tolist() == [3, 3, 3]
+    # Class indices follow sorted folder names: ant=0, bee=1, cat=2.
+    assert ds.train.y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_image_folder_with_mismatched_classes(tmp_path):
+    _write_folder(tmp_path, ["a", "b"])
+    os.rename(tmp_path / "test" / "b", tmp_path / "test" / "c")
+    with pytest.raises(ValueError, match="same class folders"):
+        data.load_image_folder(str(tmp_path))
+
+
+def test_class_split_and_permuted_tasks():
+    ds = data.load_digits(seed=0, flat=False)
+    low, high = data.class_split_tasks(ds, [range(5), range(5, 10)], relabel=False)
+    assert set(np.unique(low.train.y)) == {0, 1, 2, 3, 4}
+    assert set(np.unique(high.test.y)) == {5, 6, 7, 8, 9}
+    assert len(low.train.y) + len(high.train.y) == len(ds.train.y)
+    (_, pair) = data.class_split_tasks(ds, [[0, 1], [8, 9]], relabel=True)[0:2]
+    assert set(np.unique(pair.train.y)) == {0, 1} and pair.num_classes == 2
+    tasks = data.permuted_tasks(ds, 3, seed=1)
+    np.testing.assert_array_equal(tasks[0].train.x, ds.train.x)
+    flat = ds.train.x.reshape(len(ds.train.y), -1)
+    flat1 = tasks[1].train.x.reshape(len(ds.train.y), -1)
+    assert not np.array_equal(flat, flat1)
+    # Same multiset of pixels per image, and the same permutation on every image.
+    np.testing.assert_array_equal(np.sort(flat, 1), np.sort(flat1, 1))
+    again = data.permuted_tasks(ds, 3, seed=1)
+    np.testing.assert_array_equal(again[2].test.x, tasks[2].test.x)
+
+
+def test_pipeline_static_shapes():
+    ds = data.load_digits(seed=0)
+    pipe = data.to_dataset(ds.train, 100, shuffle=True, seed=3, drop_remainder=True)
+    assert pipe.element_spec[0].shape.as_list() == [100, 64]
+    first = [y.numpy().tolist() for _, y in pipe.take(1)]
+    again = [y.numpy().tolist() for _, y in data.to_dataset(ds.train, 100, shuffle=True, seed=3,
+                                                            drop_remainder=True).take(1)]
+    assert first == again
