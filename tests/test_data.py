@@ -100,3 +100,14 @@ def test_pipeline_static_shapes():
     again = [y.numpy().tolist() for _, y in data.to_dataset(ds.train, 100, shuffle=True, seed=3,
                                                             drop_remainder=True).take(1)]
     assert first == again
+
+
+def test_cifar10_jpeg_archive_as_image_folder():
+    # JPEG re-encodings of CIFAR-10 (lossy; results on them are labelled so).
+    archive = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10_jpg.tar.gz")
+    assert os.path.isfile(archive), f"shared CIFAR-10 JPEG archive missing at {archive}"
+    ds = data.load("image_folder", image_folder=archive)
+    assert ds.train.x.shape == (50000, 32, 32, 3) and ds.test.x.shape == (10000, 32, 32, 3)
+    assert ds.num_classes == 10
+    assert np.bincount(ds.test.y).tolist() == [1000] * 10
+    assert np.bincount(ds.train.y).tolist() == [5000] * 10

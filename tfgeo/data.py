@@ -171,7 +171,9 @@ def load(name: str, seed: int = 0, data_dir=None, manual_dir=None, image_folder=
         if os.path.isfile(image_folder) and image_folder.endswith((".tar.gz", ".tgz")):
             import tempfile
 
-            image_folder = extract_archive(image_folder, tempfile.mkdtemp(prefix="tfgeo-images-"))
+            # The arrays end up in memory, so the extracted copy is removed after loading.
+            with tempfile.TemporaryDirectory(prefix="tfgeo-images-") as tmp:
+                return load_image_folder(extract_archive(image_folder, tmp))
         return load_image_folder(image_folder)
     raise ValueError(f"Unknown dataset {name!r}; expected one of {NAMES}.")
 
