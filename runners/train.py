@@ -10,6 +10,7 @@ data is loaded.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -69,8 +70,8 @@ def main(argv):
 
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.model.startswith("vgg") and FLAGS.dataset in ("digits", "mnist"):
-        raise app.UsageError(f"--model={FLAGS.model} needs 32x32 inputs; --dataset={FLAGS.dataset} "
-                             "has 8x8 or 28x28 images.")
+        sys.exit(f"FATAL --model={FLAGS.model} needs 32x32 inputs; --dataset={FLAGS.dataset} "
+                 "has 8x8 or 28x28 images.")
     ds = data.load(FLAGS.dataset, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
                    manual_dir=FLAGS.manual_dir, image_folder=FLAGS.image_folder)
     logging.info("%s: %d train / %d test, input %s, %d classes", ds.name, len(ds.train.y),
@@ -78,7 +79,7 @@ def main(argv):
     try:
         model = models.get(FLAGS.model, ds.input_shape, ds.num_classes, **model_options())
     except ValueError as e:  # e.g. a conv net on inputs too small for its pooling
-        raise app.UsageError(f"--model={FLAGS.model} does not fit --dataset={FLAGS.dataset}: {e}")
+        sys.exit(f"FATAL --model={FLAGS.model} does not fit --dataset={FLAGS.dataset}: {e}")
     if FLAGS.validation_fraction > 0:
         train_split, val_split = data.validation_split(ds.train, FLAGS.validation_fraction, FLAGS.seed)
     else:

@@ -1,18 +1,14 @@
 """runners.train: end to end on digits, reproducibility, and flag validation."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runner_process import run_module
 
 
 def _run(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "runners.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_module("runners.train", *args)
 
 
 def test_train_digits_twice_same_numbers(tmp_path):
@@ -41,9 +37,11 @@ def test_train_digits_twice_same_numbers(tmp_path):
     (["--hidden=300,x"], "--hidden"),
     (["--manual_dir=/nonexistent/mnist"], "--manual_dir"),
     (["--model=vgg11", "--dataset=digits"], "--model=vgg11"),
+    (["--model=lenet5", "--dataset=digits"], "--model=lenet5 does not fit"),
 ])
 def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
     proc = _run(*args, f"--output_dir={tmp_path}")
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Epoch 1" not in proc.stdout + proc.stderr
+    assert "--helpfull" not in proc.stderr or "Flags parsing error" in proc.stderr  # no help dump

@@ -1,18 +1,14 @@
 """The README's main job, shortened: the demo runner end to end, and its flag checks."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runner_process import run_module
 
 
 def _run(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "runners.walk", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_module("runners.walk", *args)
 
 
 def test_walk_demo_end_to_end(tmp_path):
