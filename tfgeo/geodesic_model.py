@@ -77,6 +77,14 @@ class GeodesicModel(keras.Model):
       output_metric: 'euclidean' or 'fisher'.
       cg_max_iterations, cg_tolerance: conjugate-gradient budget per step.
       unroll_cg: straight-line CG (needed under tf.distribute all-reduces).
+      clip_to_distance: for objectives with a goal point, shorten the last
+        steps to eps_t = min(eps, distance to the goal) so a walk does not
+        overshoot and circle its goal.
+
+    Compute is counted in non-trainable variables (saved with the model):
+    `metric_products` (CG operator products), `quadratic_forms` (one JVP each,
+    for <theta, g theta>) and `objective_gradients` (one per step for
+    objectives that need a batch).
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class GeodesicModel(keras.Model):
         cg_max_iterations: int = 10,
         cg_tolerance: float = 1e-4,
         unroll_cg: bool = False,
+        clip_to_distance: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,9 +124,14 @@ class GeodesicModel(keras.Model):
         self.cg_max_iterations = int(cg_max_iterations)
         self.cg_tolerance = float(cg_tolerance)
         self.unroll_cg = bool(unroll_cg)
+        self.clip_to_distance = bool(clip_to_distance) and objective.has_distance
         self.path_length = self.add_weight(
             shape=(), initializer="zeros", trainable=False, name="path_length"
         )
+        counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64")
+        self.metric_products = self.add_weight(name="metric_products", **counter)
+        self.quadratic_forms = self.add_weight(name="quadratic_forms", **counter)
+        self.objective_gradients = self.add_weight(name="objective_gradients", **counter)
         self.functional_change_tracker = keras.metrics.Mean(name="functional_change")
         self.path_length_tracker = LastValue(name="path_length")
         self.cg_iterations_tracker = keras.metrics.Mean(name="cg_iterations")
@@ -148,10 +162,14 @@ class GeodesicModel(keras.Model):
         """Computes one step at the current weights without applying it."""
         operator = metric.MetricOperator(self.model, metric_inputs, self.output_metric)
         direction = self.objective.direction(self.model, objective_inputs, targets)
+        step_size = self.step_size
+        if self.clip_to_distance:
+            distance = self.objective.distance(self.model)
+            step_size = tf.minimum(tf.cast(step_size, distance.dtype), distance)
         return geodesic.geodesic_step(
             operator,
             direction,
-            step_size=self.step_size,
+            step_size=step_size,
             damping=self.damping,
             max_iterations=self.cg_max_iterations,
             tolerance=self.cg_tolerance,
@@ -162,7 +180,7 @@ class GeodesicModel(keras.Model):
         """Compiled loss and metrics on (x, y) at the current weights."""
         y_pred = self(x, training=False)
         loss_tracker = getattr(self, "_loss_tracker", None)
-        if loss_tracker is not None:
+        if loss_tracker is not None and getattr(self, "_compile_loss", None) is not None:
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
             loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
         self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -170,6 +188,8 @@ class GeodesicModel(keras.Model):
     def _logs(self, include_walk):
         walk = {m.name for m in self._walk_trackers}
         hidden = {self.distance_tracker.name} - walk
+        if getattr(self, "_compile_loss", None) is None:
+            hidden.add("loss")  # compiled without a loss: its tracker stays empty
         logs = {}
         for name, value in self.get_metrics_result().items():
             if name in hidden or (not include_walk and name in walk):
@@ -191,6 +211,10 @@ class GeodesicModel(keras.Model):
         self.cg_residual_tracker.update_state(result.cg.relative_residual)
         self.cosine_tracker.update_state(result.cosine)
         self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
+        self.metric_products.assign_add(tf.cast(result.cg.iterations, tf.float64))
+        self.quadratic_forms.assign_add(tf.constant(1.0, tf.float64))
+        if self.objective.needs_batch:
+            self.objective_gradients.assign_add(tf.constant(1.0, tf.float64))
         if self.objective.has_distance:
             self.distance_tracker.update_state(self.objective.distance(self.model))
         # Compiled loss/metrics (e.g. task loss, accuracy) on the objective
@@ -220,6 +244,7 @@ class GeodesicModel(keras.Model):
             "cg_max_iterations": self.cg_max_iterations,
             "cg_tolerance": self.cg_tolerance,
             "unroll_cg": self.unroll_cg,
+            "clip_to_distance": self.clip_to_distance,
             "name": self.name,
         }
 
@@ -233,3 +258,20 @@ class GeodesicModel(keras.Model):
             config["objective"], custom_objects=custom_objects
         )
         return cls(**config)
+
+
+class StopAtDistance(keras.callbacks.Callback):
+    """Stops a `GeodesicModel.fit` once `distance_to_target` <= `tolerance`."""
+
+    def __init__(self, tolerance: float):
+        super().__init__()
+        if not tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+        self.tolerance = float(tolerance)
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        distance = (logs or {}).get("distance_to_target")
+        if distance is not None and float(distance) <= self.tolerance:
+            self.stopped_at = batch
+            self.model.stop_training = True

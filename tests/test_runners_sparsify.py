@@ -1,0 +1,72 @@
+"""runners.sparsify: a shortened MNIST run end to end, and its flag checks."""
+import json
+import os
+
+import pytest
+
+from tests.runner_process import run_module
+
+MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                     "shared", "data", "mnist")
+
+
+def _run(*args):
+    return run_module("runners.sparsify", *args)
+
+
+def test_shortened_mnist_run(tmp_path):
+    assert os.path.isdir(MNIST), f"MNIST originals missing at {MNIST}"
+    out = str(tmp_path / "sparsify")
+    proc = _run(f"--output_dir={out}", "--model=lenet_300_100", "--dataset=mnist",
+                f"--manual_dir={MNIST}", "--train_examples=6000", "--train_epochs=5",
+                "--sparsities=0.8,0.95", "--cg_iterations=5", "--step_size=0.1",
+                "--max_steps=200", "--log_every=100")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    rows = {(r["stage"], r["method"]): r for r in res["rows"]}
+    n_prunable = 784 * 300 + 300 * 100 + 100 * 10
+    for stage, sparsity in ((1, 0.8), (2, 0.95)):
+        for method in ("one_shot", "finetune", "gradual", "geodesic"):
+            row = rows[(stage, method)]
+            # Exact: as many zeros as asked, no more, no fewer.
+            assert row["measured_sparsity"] * n_prunable == pytest.approx(
+                round(sparsity * n_prunable), abs=1e-6), (method, row)
+        geodesic = rows[(stage, "geodesic")]
+        # Equal compute: the baselines got the geodesic stage's gradient-equivalents.
+        assert rows[(stage, "finetune")]["steps"] == round(geodesic["gradient_equivalents"])
+    assert rows[(2, "geodesic")]["test_accuracy"] > rows[(2, "one_shot")]["test_accuracy"]
+    for method in ("one_shot", "finetune", "gradual", "geodesic"):
+        assert os.path.getsize(os.path.join(out, f"{method}.keras")) > 100_000
+    assert os.path.getsize(os.path.join(out, "accuracy.png")) > 10_000
+    assert "geodesic_steps" in proc.stdout and "95.0%" in proc.stdout
+    assert res["flags"]["seed"] == 0 and res["cost_ratios"]["metric_vector_product"] > 0
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--sparsities=0.5,0.4"], "--sparsities"),
+    (["--sparsities=0.5,1.0"], "--sparsities"),
+    (["--final_sparsity=1"], "--final_sparsity"),
+    (["--step_size=0"], "--step_size"),
+    (["--tolerance=1.5"], "--tolerance"),
+    (["--methods=one_shot,magic"], "--methods"),
+    (["--stages=0"], "--stages"),
+    (["--start_model=/nonexistent.keras"], "--start_model"),
+    (["--methods=finetune"], "--methods=finetune"),
+    (["--model=vgg11"], "--model=vgg11"),
+])
+def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
+    proc = _run(*args, f"--output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert culprit in proc.stderr
+    assert "Training the starting network" not in proc.stderr
+
+
+def test_start_model_of_another_shape_is_refused(tmp_path):
+    from models import mlp as mlp_lib
+
+    path = str(tmp_path / "other.keras")
+    mlp_lib.mlp((28, 28, 1), 10, hidden=(8,)).save(path)
+    proc = _run(f"--start_model={path}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert "--start_model" in proc.stderr and "(None, 8, 8, 1)" in proc.stderr
