@@ -23,10 +23,17 @@ def straight_point_at_distance(start, target, distance: float, start_distance: f
 def evaluate_classifier(model: keras.Model, x, y, batch_size=1024) -> dict:
     """Accuracy and mean cross-entropy of a logits classifier on (x, y).
 
-    Uses `predict`, not `evaluate`: `evaluate` resets the model's metric
-    trackers, which would wipe the training logs when called inside `fit`.
+    Calls the model batch by batch, not `evaluate` (which resets the model's
+    metric trackers, wiping the training logs when called inside `fit`) nor
+    `predict` (which retraces for every new model a study builds). `x` may
+    be an array or a dict of arrays.
     """
-    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    import tensorflow as tf
+
+    n = len(y)
+    logits = np.concatenate([
+        np.asarray(model(tf.nest.map_structure(lambda a: a[i:i + batch_size], x), training=False))
+        for i in range(0, n, batch_size)]).astype(np.float64)
     y = np.asarray(y).astype(np.int64)
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))

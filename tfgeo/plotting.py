@@ -32,3 +32,37 @@ def line_plot(path, series: dict, xlabel: str, ylabel: str, title: str = "",
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
+                vmin: float = 0.0, vmax: float = 1.0) -> str:
+    """Writes a PNG of heatmaps side by side, one per entry of `matrices`
+    {label: 2-d array}, each cell annotated with its value; returns path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(matrices)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.6), dpi=120, squeeze=False)
+    image = None
+    for ax, (label, m) in zip(axes[0], matrices.items()):
+        m = np.asarray(m, dtype=float)
+        image = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="viridis")
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < (vmin + vmax) / 2 else "black")
+        ax.set_title(label)
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_yticks(range(m.shape[0]))
+    axes[0][0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -40,5 +40,5 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
     return model.fit(
         data.to_dataset(train, batch_size, shuffle=True, seed=seed), epochs=epochs,
         validation_data=None if validation is None else data.to_dataset(validation, 1024),
-        verbose=verbose, callbacks=callbacks,
+        verbose=verbose, callbacks=callbacks, shuffle=False,  # the pipeline shuffles
     )

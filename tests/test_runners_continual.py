@@ -1,0 +1,53 @@
+"""runners.continual: a shortened split-MNIST run end to end, and its flag checks."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.runner_process import run_module
+from tests.test_runners_sparsify import MNIST
+
+
+def _run(*args):
+    return run_module("runners.continual", *args)
+
+
+def test_shortened_split_mnist_run(tmp_path):
+    assert os.path.isdir(MNIST), f"MNIST originals missing at {MNIST}"
+    out = str(tmp_path / "continual")
+    proc = _run(f"--output_dir={out}", "--dataset=mnist", f"--manual_dir={MNIST}",
+                "--hidden=100", "--train_examples=6000", "--epochs=2", "--geodesic_steps=100",
+                "--scenario=domain", "--benchmark=split")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    methods = res["methods"]
+    assert set(methods) == {"naive", "ewc", "joint", "geodesic"}
+    for m, r in methods.items():
+        R = np.array(r["R"])
+        assert R.shape == (2, 2)
+        assert r["backward_transfer"] == pytest.approx(R[1, 0] - R[0, 0])
+        assert r["average_accuracy"] == pytest.approx(R[1].mean())
+    # All methods start from the same task-0 network.
+    assert len({tuple(r["R"][0]) for r in methods.values()}) == 1
+    assert methods["geodesic"]["backward_transfer"] > methods["naive"]["backward_transfer"]
+    assert os.path.getsize(os.path.join(out, "accuracy.png")) > 10_000
+    assert "BWT" in proc.stdout and "geodesic" in proc.stdout
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--benchmark=split_cifar100"], "--benchmark=split_cifar100"),
+    (["--benchmark=permuted", "--scenario=class"], "--scenario=class"),
+    (["--methods=naive,replay"], "--methods"),
+    (["--num_tasks=1"], "--num_tasks"),
+    (["--memory_size=0"], "--memory_size"),
+    (["--step_size=-1"], "--step_size"),
+    (["--learning_rate=0"], "--learning_rate"),
+    (["--scenario=online"], "--scenario"),
+])
+def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
+    proc = _run(*args, f"--output_dir={tmp_path}")
+    assert proc.returncode != 0
+    assert culprit in proc.stderr
+    assert "tasks (" not in proc.stderr  # failed before building tasks

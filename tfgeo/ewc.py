@@ -1,0 +1,136 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017) with the exact diagonal Fisher.
+
+For a logits classifier, the Fisher is F = E_x[J^T (diag p - p p^T) J]
+(the same matrix as `tfgeo.metric` with the 'fisher' output metric), and
+diag(J^T (diag p - p p^T) J) = sum_c p_c (J^T (e_c - p))^2 elementwise: one
+vector-Jacobian product per class per example, computed exactly (no label
+sampling), so it is checked against the dense Fisher in tests.
+
+`EWCModel` trains on a new task with the penalty
+(lambda / 2) sum_t sum_i F_t,i (w_i - w*_t,i)^2 over consolidated tasks t,
+kept in expanded form (sum_t F_t, sum_t F_t w*_t, sum_t F_t w*_t^2) so its
+size does not grow with the number of tasks.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfgeo import metric
+
+
+def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -> list[np.ndarray]:
+    """(1/N) sum_i diag(J_i^T (diag p_i - p_i p_i^T) J_i), shaped like the trainable variables.
+
+    Args:
+      inputs: an array [N, ...] or a dict of arrays (e.g. multi-head inputs).
+      chunk_elements: bound on the per-example, per-class gradient tensor
+        (examples x classes x parameters) held at once.
+    """
+    variables = metric.backing_variables(model)
+    n_params = sum(int(np.prod(v.shape)) for v in variables)
+    flat = tf.nest.flatten(inputs)
+    n = int(np.shape(flat[0])[0])
+    probe = model(tf.nest.map_structure(lambda a: a[:1], inputs), training=False)
+    classes = int(probe.shape[-1])
+    chunk = max(1, chunk_elements // max(1, classes * n_params))
+
+    @tf.function
+    def chunk_sum(x):
+        with tf.GradientTape(persistent=False) as tape:
+            tape.watch(variables)
+            logits = model(x, training=False)
+            log_p = tf.nn.log_softmax(logits)
+        p = tf.stop_gradient(tf.exp(log_p))
+        # d log p_c / dw for every example and class: [n, C, *shape] per variable.
+        jac = tape.jacobian(log_p, variables, experimental_use_pfor=True)
+        return [tf.einsum("nc,nc...->...", p, tf.square(j)) for j in jac]
+
+    total = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in variables]
+    for start in range(0, n, chunk):
+        part = chunk_sum(tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[start:start + chunk]),
+                                               inputs))
+        for t, s in zip(total, part):
+            t += s.numpy()
+    return [t / n for t in total]
+
+
+@keras.saving.register_keras_serializable(package="tfgeo")
+class EWCModel(keras.Model):
+    """`model` trained on the compiled loss plus the EWC penalty.
+
+    Args:
+      model: a built Keras model.
+      strength: lambda >= 0.
+    """
+
+    def __init__(self, model: keras.Model, strength: float = 100.0, **kwargs):
+        super().__init__(**kwargs)
+        if not strength >= 0:
+            raise ValueError(f"strength must be >= 0, got {strength}.")
+        self.model, self.strength = model, float(strength)
+        zeros = dict(initializer="zeros", trainable=False)
+        shapes = [tuple(w.shape) for w in model.trainable_variables]
+        self.fisher_sum = [self.add_weight(shape=s, name=f"f_{i}", **zeros) for i, s in enumerate(shapes)]
+        self.fisher_anchor = [self.add_weight(shape=s, name=f"fa_{i}", **zeros) for i, s in enumerate(shapes)]
+        self.fisher_anchor_sq = self.add_weight(shape=(), name="faa", **zeros)
+        self.penalty_tracker = keras.metrics.Mean(name="ewc_penalty")
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    def consolidate(self, fisher) -> None:
+        """Adds a task: anchors at the current weights with diagonal Fisher `fisher`."""
+        extra = 0.0
+        for f_sum, fa, f, w in zip(self.fisher_sum, self.fisher_anchor, fisher,
+                                   self.model.trainable_variables):
+            w = w.numpy()
+            f_sum.assign_add(f)
+            fa.assign_add(f * w)
+            extra += float(np.sum(f * w * w))
+        self.fisher_anchor_sq.assign_add(extra)
+
+    def get_penalty_state(self) -> list[np.ndarray]:
+        """The consolidated penalty as arrays (for checkpoints)."""
+        return [v.numpy() for v in (*self.fisher_sum, *self.fisher_anchor, self.fisher_anchor_sq)]
+
+    def set_penalty_state(self, arrays) -> None:
+        variables = (*self.fisher_sum, *self.fisher_anchor, self.fisher_anchor_sq)
+        if len(arrays) != len(variables):
+            raise ValueError(f"{len(arrays)} arrays for an EWC state of {len(variables)}.")
+        for var, a in zip(variables, arrays):
+            var.assign(a)
+
+    def penalty(self):
+        """(lambda / 2) sum_t sum_i F_t,i (w_i - w*_t,i)^2."""
+        quad = tf.add_n([tf.reduce_sum(f * tf.square(w) - 2.0 * fa * w)
+                         for f, fa, w in zip(self.fisher_sum, self.fisher_anchor,
+                                             self.model.trainable_variables)])
+        return 0.5 * self.strength * (quad + self.fisher_anchor_sq)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                     training=True)
+            penalty = self.penalty()
+            total = loss + penalty
+        self.optimizer.apply(tape.gradient(total, variables), variables)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+        self.penalty_tracker.update_state(penalty)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {"model": keras.saving.serialize_keras_object(self.model),
+                "strength": self.strength, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"],
+                                                                custom_objects=custom_objects)
+        return cls(**config)
