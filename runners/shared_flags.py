@@ -106,13 +106,15 @@ def split_validation(ds: data.ArrayDataset):
     return train, validation
 
 
-def train_base(model, train_split, val_split, prefix="", backup_dir=None, jit_compile=False):
-    """Trains `model` with the `{prefix}*` training flags."""
+def train_base(model, train_split, val_split, prefix="", backup_dir=None, jit_compile=False,
+               seed=None):
+    """Trains `model` with the `{prefix}*` training flags (and --seed unless given)."""
     return training.train_classifier(
         model, train_split, val_split, epochs=FLAGS[f"{prefix}epochs"].value,
         batch_size=FLAGS[f"{prefix}batch_size"].value,
         learning_rate=FLAGS[f"{prefix}learning_rate"].value,
-        lr_schedule=FLAGS[f"{prefix}lr_schedule"].value, seed=FLAGS.seed,
+        lr_schedule=FLAGS[f"{prefix}lr_schedule"].value,
+        seed=FLAGS.seed if seed is None else seed,
         backup_dir=backup_dir, jit_compile=jit_compile)
 
 
@@ -122,7 +124,8 @@ def flag_values(*modules) -> dict:
     return {f.name: f.value for m in names for f in FLAGS.get_key_flags_for_module(m)}
 
 
-def start_model(path, ds, train_split, val_split, output_dir, prefix="train_"):
+def start_model(path, ds, train_split, val_split, output_dir, prefix="train_",
+                flag_name="--start_model"):
     """The run's starting network: loaded from `path` (a `.keras` file), or
     trained with the `{prefix}*` flags and saved as `output_dir/start.keras`
     (reused by a rerun, so a resumed run does not retrain)."""
@@ -134,13 +137,13 @@ def start_model(path, ds, train_split, val_split, output_dir, prefix="train_"):
         try:
             model = keras.saving.load_model(source)
         except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-            sys.exit(f"FATAL --start_model={source} cannot be loaded: {type(e).__name__}: "
+            sys.exit(f"FATAL {flag_name}={source} cannot be loaded: {type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''}")
         expected = (None, *ds.input_shape)
         got = tuple(model.input_shape) if hasattr(model, "input_shape") else None
         outputs = int(model.output_shape[-1])
         if got != expected or outputs != ds.num_classes:
-            sys.exit(f"FATAL --start_model={source} takes inputs {got} with {outputs} outputs; "
+            sys.exit(f"FATAL {flag_name}={source} takes inputs {got} with {outputs} outputs; "
                      f"--dataset={FLAGS.dataset} has inputs {expected} and {ds.num_classes} "
                      "classes.")
         logging.info("Starting network: %s", source)

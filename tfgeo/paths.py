@@ -53,6 +53,18 @@ def evaluate_weights(model: keras.Model, weights, x, y, batch_size=1024) -> dict
         model.set_weights(old)
 
 
+def evaluate_weights_trainable(model: keras.Model, weights, x, y, batch_size=1024) -> dict:
+    """`evaluate_classifier` with the trainable variables set to `weights`; restores them."""
+    old = [w.numpy() for w in model.trainable_variables]
+    for var, w in zip(model.trainable_variables, weights):
+        var.assign(np.asarray(w))
+    try:
+        return evaluate_classifier(model, x, y, batch_size)
+    finally:
+        for var, w in zip(model.trainable_variables, old):
+            var.assign(w)
+
+
 class PathRecorder(keras.callbacks.Callback):
     """Records evaluation results and walk diagnostics every `every` steps of a fit.
 

@@ -66,3 +66,30 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def panel_plot(path, panels: list, xlabel: str, title: str = "") -> str:
+    """Writes a PNG with one panel per (ylabel, {label: (xs, ys)}) in `panels`,
+    side by side with a shared x label; returns path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), dpi=120,
+                             squeeze=False)
+    for ax, (ylabel, series) in zip(axes[0], panels):
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", markersize=2, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,86 @@
+"""Connecting optima: barrier by hand, saved points, and geodesic vs straight on real nets."""
+import keras
+import numpy as np
+import pytest
+
+import models
+from tfgeo import connect
+from tfgeo import data
+from tfgeo import permutation
+
+
+def test_barrier_hand_worked():
+    # max 0.9, endpoint mean (0.2 + 0.4) / 2 = 0.3.
+    assert connect.loss_barrier([0.2, 0.5, 0.9, 0.4]) == pytest.approx(0.6)
+    assert connect.loss_barrier([0.3, 0.2, 0.1]) == pytest.approx(0.1)  # max at an endpoint
+    with pytest.raises(ValueError):
+        connect.loss_barrier([0.1])
+
+
+def test_straight_path_and_positions():
+    a, b = [np.zeros((2, 2))], [np.full((2, 2), 3.0)]
+    pts = connect.straight_path(a, b, 4)
+    assert len(pts) == 4 and np.all(pts[1][0] == 1.0) and np.all(pts[-1][0] == 3.0)
+    np.testing.assert_allclose(connect.euclidean_positions(pts), [0, 1 / 3, 2 / 3, 1])
+
+
+def test_points_round_trip(tmp_path):
+    pts = [[np.arange(3.0), np.ones((2, 2), np.float32)], [np.zeros(3), np.eye(2, dtype=np.float32)]]
+    back = connect.load_points(connect.save_points(str(tmp_path / "p.npz"), pts))
+    assert len(back) == 2
+    for p, q in zip(pts, back):
+        for x, y in zip(p, q):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def two_nets():
+    ds = data.load_digits(seed=0)
+    nets = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        net = models.get("mlp", ds.input_shape, 10, hidden=(64,))
+        net.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        net.fit(ds.train.x, ds.train.y, epochs=40, batch_size=64, verbose=0)
+        nets.append(net)
+    return ds, nets
+
+
+def test_geodesic_path_has_lower_max_loss_than_straight_line(two_nets):
+    ds, (net_a, net_b) = two_nets
+    a = [w.numpy() for w in net_a.trainable_variables]
+    b = [w.numpy() for w in net_b.trainable_variables]
+    model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
+    for var, w in zip(model.trainable_variables, a):
+        var.assign(w)
+    batches = data.to_dataset(ds.train, 256, shuffle=True, drop_remainder=True, repeat=True)
+    walk = connect.geodesic_path(model, b, batches, step_size=0.1, max_steps=1500,
+                                 record_every=20, verbose=0)
+    assert walk["reached"]
+    for x, y in zip(walk["points"][-1], b):
+        np.testing.assert_array_equal(x, y)  # ends exactly on B
+    for x, y in zip(walk["points"][0], a):
+        np.testing.assert_array_equal(x, y)
+    inputs = ds.train.x[:512]
+    geo = connect.evaluate_path(model, walk["points"], ds.test.x, ds.test.y, inputs)
+    line = connect.evaluate_path(model, connect.straight_path(a, b, len(walk["points"])),
+                                 ds.test.x, ds.test.y, inputs)
+    assert geo["max_loss"] < line["max_loss"], (geo["max_loss"], line["max_loss"])
+    assert geo["barrier"] < 0.5 * line["barrier"]
+    # Shorter in the metric, though (slightly) longer in Euclidean norm.
+    assert geo["metric_length"] < line["metric_length"]
+    assert geo["euclidean_length"] >= line["euclidean_length"] * (1 - 1e-6)
+
+
+def test_weight_matching_on_trained_nets_shrinks_distance_and_keeps_function(two_nets):
+    ds, (net_a, net_b) = two_nets
+    a = [w.numpy() for w in net_a.trainable_variables]
+    b = [w.numpy() for w in net_b.trainable_variables]
+    units = permutation.spec(net_a)
+    _, aligned = permutation.weight_matching(units, a, b)
+    assert connect.distance(a, aligned) < 0.9 * connect.distance(a, b)
+    before = net_b(ds.test.x).numpy()
+    model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
+    for var, w in zip(model.trainable_variables, aligned):
+        var.assign(w)
+    np.testing.assert_allclose(model(ds.test.x).numpy(), before, rtol=1e-4, atol=1e-4)
