@@ -148,6 +148,7 @@ def start_model(path, ds, train_split, val_split, output_dir, prefix="train_",
                      "classes.")
         logging.info("Starting network: %s", source)
         return model
+    keras.utils.set_random_seed(FLAGS.seed)  # same seed, same starting network
     model = build_model(ds)
     logging.info("Training the starting network (%d epochs)...", FLAGS[f"{prefix}epochs"].value)
     train_base(model, train_split, val_split, prefix=prefix)
