@@ -77,7 +77,7 @@ def main(argv):
     import numpy as np
 
     import models
-    from models import multihead
+    from tfgeo import multihead
     from tfgeo import plotting
     from tfgeo import run_state
 

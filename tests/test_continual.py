@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models import mlp as mlp_lib
-from models import multihead
+from tfgeo import multihead
 from tfgeo import continual
 from tfgeo import data
 from tfgeo import geodesic

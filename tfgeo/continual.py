@@ -5,7 +5,7 @@ task j after learning tasks 0..i (T x T). Average accuracy is
 mean_j R[T-1, j]; backward transfer is
 BWT = (1 / (T-1)) sum_{j < T-1} (R[T-1, j] - R[j, j]) (negative: forgetting).
 
-Every network takes {"x": inputs, "task": task ids} (`models.multihead`):
+Every network takes {"x": inputs, "task": task ids} (`tfgeo.multihead`):
 task-incremental learning gives each task its own head; domain- and
 class-incremental learning use one shared head (task id 0 everywhere).
 
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models import multihead
+from tfgeo import multihead
 from tfgeo import data
 from tfgeo import ewc
 from tfgeo import geodesic_model

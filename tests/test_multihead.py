@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from models import mlp as mlp_lib
-from models import multihead
+from tfgeo import multihead
 
 
 def test_select_head_picks_each_rows_slice_and_saves(tmp_path):

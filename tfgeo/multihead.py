@@ -1,4 +1,4 @@
-"""Task-incremental heads: one network, one C-way head per task, chosen by a task id.
+"""Task-incremental heads for any network: one network, one C-way head per task, chosen by a task id.
 
     net = multi_head(models.get("mlp", shape, num_tasks * C), num_tasks, C)
     logits = net({"x": images, "task": task_ids})   # [N, C], head task_ids[i] for row i
