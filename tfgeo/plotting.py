@@ -1,7 +1,17 @@
 """PNG plots of results (matplotlib, headless)."""
 from __future__ import annotations
 
-import os
+from tfgeo import results
+
+
+def _save(fig, path):
+    """Saves the figure atomically and closes it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return results.atomic_write(path, fig.savefig, ".png")
+    finally:
+        plt.close(fig)
 
 
 def line_plot(path, series: dict, xlabel: str, ylabel: str, title: str = "",
@@ -27,11 +37,7 @@ def line_plot(path, series: dict, xlabel: str, ylabel: str, title: str = "",
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
 
 
 def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
@@ -61,11 +67,7 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     if title:
         fig.suptitle(title, fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)
 
 
 def panel_plot(path, panels: list, xlabel: str, title: str = "") -> str:
@@ -88,8 +90,4 @@ def panel_plot(path, panels: list, xlabel: str, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save(fig, path)

@@ -17,22 +17,32 @@ def writable_directory(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
-def write_json(path: str, payload: dict) -> str:
-    """Writes JSON via a temporary file in the same folder and `os.replace`,
-    so a crash never leaves a half-written file."""
+def atomic_write(path: str, write, suffix: str = "") -> str:
+    """Calls `write(tmp_path)` on a temporary file in `path`'s folder, then
+    `os.replace`s it onto `path`: a crash never leaves a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=float)
-            f.write("\n")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path: str, payload: dict) -> str:
+    """Writes JSON atomically (`atomic_write`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=float)
+            f.write("\n")
+
+    return atomic_write(path, write, ".json")
 
 
 def format_table(rows: list[dict], columns: list[str], floatfmt: str = "{:.4f}") -> str:
@@ -50,34 +60,16 @@ def format_table(rows: list[dict], columns: list[str], floatfmt: str = "{:.4f}")
 
 
 def write_arrays(path: str, arrays: dict) -> str:
-    """`np.savez` to a temporary file in the same folder, then `os.replace`."""
+    """`np.savez` atomically (`atomic_write`)."""
     import numpy as np
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp):
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write, ".npz")
 
 
 def save_model(model, path: str) -> str:
-    """`model.save` to a temporary `.keras` file, then `os.replace`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """`model.save` atomically (`atomic_write`)."""
+    return atomic_write(path, model.save, ".keras")
