@@ -70,3 +70,32 @@ def test_start_model_of_another_shape_is_refused(tmp_path):
     proc = _run(f"--start_model={path}", f"--output_dir={tmp_path / 'out'}")
     assert proc.returncode != 0
     assert "--start_model" in proc.stderr and "(None, 8, 8, 1)" in proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"not a zip file", b"PK\x03\x04truncated"])
+def test_corrupt_start_model_is_named(content, tmp_path):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(content)
+    proc = _run(f"--start_model={path}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert f"--start_model={path} cannot be loaded" in proc.stderr
+
+
+def test_unwritable_output_dir_is_named(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        proc = _run(f"--output_dir={locked / 'run'}")
+        assert proc.returncode != 0 and "--output_dir" in proc.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_dir_under_a_file_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _run(f"--output_dir={blocker / 'run'}")
+    assert proc.returncode != 0 and "--output_dir" in proc.stderr
