@@ -75,8 +75,7 @@ def _endpoint(which, ds, train_split):
     return model
 
 
-def main(argv):
-    del argv
+def run():
     shared_flags.check_model_fits_dataset()
 
     from tfgeo import connect
@@ -153,6 +152,12 @@ def main(argv):
     print(f"{FLAGS.model} on {ds.name}: endpoints test accuracy A {endpoints['accuracy']:.4f}, "
           f"B {endpoints['accuracy_b']:.4f}; barrier = max loss - mean endpoint loss:")
     print(results.format_table(rows, list(rows[0])))
+
+
+def main(argv):
+    del argv
+    with shared_flags.strategy().scope():
+        run()
 
 
 if __name__ == "__main__":

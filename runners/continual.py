@@ -69,8 +69,7 @@ def _check_benchmark():
         sys.exit("FATAL --scenario=class: permuted tasks share labels; use task or domain.")
 
 
-def main(argv):
-    del argv
+def run():
     _check_benchmark()
     shared_flags.check_model_fits_dataset()
     import keras
@@ -138,6 +137,12 @@ def main(argv):
     print(f"{FLAGS.benchmark} {ds.name}, {FLAGS.scenario}-incremental, {len(names)} tasks "
           f"({evaluated} accuracy; BWT = mean_j<T (R[T,j] - R[j,j])):")
     print(results.format_table(rows, list(rows[0])))
+
+
+def main(argv):
+    del argv
+    with shared_flags.strategy().scope():
+        run()
 
 
 if __name__ == "__main__":

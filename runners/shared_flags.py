@@ -58,10 +58,21 @@ def define_run(output_dir, validation_fraction=0.0):
                        "without the test set).")
     flags.DEFINE_integer("train_examples", 0, "Use a seeded random subset of this many training "
                          "examples (after the validation split); 0 uses all.", lower_bound=0)
+    define_strategy()
     flags.register_validator("validation_fraction", lambda v: 0.0 <= v < 1.0,
                              "--validation_fraction must be in [0, 1).")
     flags.register_validator("output_dir", results.writable_directory,
                              "--output_dir must be a writable directory path.")
+
+
+def define_strategy():
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy: default (one device), mirrored (all local "
+                      "GPUs), multi_worker (TF_CONFIG cluster), tpu (see --tpu).")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
+    flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (for "
+                         "--strategy=mirrored without GPUs, e.g. to test it); 0 leaves it whole.",
+                         lower_bound=0)
 
 
 def model_options():
@@ -154,3 +165,37 @@ def start_model(path, ds, train_split, val_split, output_dir, prefix="train_",
     train_base(model, train_split, val_split, prefix=prefix)
     results.save_model(model, saved)
     return model
+
+
+def strategy():
+    """The --strategy, built before any model (exits with one line if it cannot be)."""
+    import tensorflow as tf
+
+    from tfgeo import distribute
+
+    if FLAGS.strategy == "multi_worker":
+        sys.exit("FATAL --strategy=multi_worker: Keras 3's fit does not run under "
+                 "MultiWorkerMirroredStrategy (keras-team/keras#20585), and the runners use "
+                 "fit; drive GeodesicModel with tfgeo.distribute.run_steps instead (tested "
+                 "with two worker processes).")
+    if FLAGS.logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+    try:
+        if FLAGS.strategy == "mirrored" and FLAGS.logical_cpus > 1 and not tf.config.list_physical_devices("GPU"):
+            chosen = tf.distribute.MirroredStrategy(
+                [f"/cpu:{i}" for i in range(FLAGS.logical_cpus)])
+        else:
+            chosen = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    except ValueError as e:
+        sys.exit(f"FATAL --strategy={FLAGS.strategy}: {e}")
+    logging.info("Strategy %s: %d replica(s)", FLAGS.strategy, chosen.num_replicas_in_sync)
+    if chosen.num_replicas_in_sync > 1 and FLAGS.strategy == "mirrored" and getattr(
+            FLAGS, "jit_compile", False):
+        # XLA cannot compile a step that reads mirrored variables held on other
+        # devices (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
+        logging.warning("--jit_compile turned off: XLA does not compile MirroredStrategy steps "
+                        "across %d devices.", chosen.num_replicas_in_sync)
+        FLAGS.jit_compile = False
+    return chosen

@@ -125,8 +125,7 @@ def check_methods():
                  "geodesic method's cost; add geodesic or set --baseline_steps.")
 
 
-def main(argv):
-    del argv
+def run():
     check_methods()
     shared_flags.check_model_fits_dataset()
     from tfgeo import cost
@@ -194,6 +193,12 @@ def main(argv):
           f"(baselines get the geodesic stage's gradient-equivalents; g v = "
           f"{ratios.metric_vector_product:.2f} gradients):")
     print(results.format_table(table, columns))
+
+
+def main(argv):
+    del argv
+    with shared_flags.strategy().scope():
+        run()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ shared_flags.define_run("runs/train")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile training (slower for conv nets on CPU).")
 
 
-def main(argv):
-    del argv
+def run():
     import keras
 
     keras.utils.set_random_seed(FLAGS.seed)
@@ -49,6 +48,12 @@ def main(argv):
         "flags": shared_flags.flag_values(__name__), "dataset": ds.name, "summary": summary,
     })
     print(results.format_table([summary], list(summary)))
+
+
+def main(argv):
+    del argv
+    with shared_flags.strategy().scope():
+        run()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from runners import shared_flags
 from tfgeo import results
 
 FLAGS = flags.FLAGS
@@ -34,6 +35,7 @@ flags.DEFINE_integer("cg_iterations", 10, "Conjugate-gradient iterations per ste
 flags.DEFINE_integer("record_every", 20, "Evaluate on the test set every this many steps.",
                      lower_bound=1)
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the geodesic step.")
+shared_flags.define_strategy()
 
 # Checked at flag parsing, before any heavy work: one line naming the flag.
 flags.register_validator("sparsity", lambda v: v < 1.0, "--sparsity must be < 1.")
@@ -42,8 +44,7 @@ flags.register_validator(
     "output_dir", results.writable_directory, "--output_dir must be a writable directory path.")
 
 
-def main(argv):
-    del argv
+def run():
     import keras
 
     import models
@@ -109,6 +110,12 @@ def main(argv):
     )
     net.save(os.path.join(out, "walked.keras"))
     logging.info("Wrote %s/{results.json,path.png,walked.keras}", out)
+
+
+def main(argv):
+    del argv
+    with shared_flags.strategy().scope():
+        run()
 
 
 if __name__ == "__main__":

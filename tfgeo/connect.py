@@ -17,7 +17,9 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import geodesic_model
 from tfgeo import metric
 from tfgeo import objectives
@@ -55,11 +57,15 @@ def lengths(model: keras.Model, points, inputs, output_metric: str = "fisher") -
     euclid = metric_len = 0.0
     try:
         for p, q in zip(points, points[1:]):
-            delta = [np.asarray(b) - np.asarray(a) for a, b in zip(p, q)]
+            delta = [(np.asarray(b) - np.asarray(a)).astype(np.asarray(a).dtype)
+                     for a, b in zip(p, q)]
             euclid += float(np.sqrt(sum(np.sum(d ** 2) for d in delta)))
             for var, w in zip(model.trainable_variables, p):
                 var.assign(w)
-            quad = float(metric.metric_quadratic_form(model, inputs, delta, output_metric))
+            quad = float(distribute.on_one_replica(
+                lambda x, d: metric.metric_quadratic_form(model, x, d, output_metric),
+                tf.convert_to_tensor(inputs),
+                [tf.convert_to_tensor(d, dtype=v.dtype) for d, v in zip(delta, model.trainable_variables)]))
             metric_len += float(np.sqrt(max(quad, 0.0)))
     finally:
         for var, w in zip(model.trainable_variables, old):

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import metric
 
 
@@ -70,7 +71,11 @@ def measure(model: keras.Model, inputs, targets, output_metric: str = "fisher",
     def quadratic(x, v):
         return metric.metric_quadratic_form(model, x, v, output_metric)
 
-    t_grad = median_seconds(tf.function(gradient, jit_compile=jit_compile), (x, y), repeats)
-    t_gv = median_seconds(tf.function(product, jit_compile=jit_compile), (x, v), repeats)
-    t_q = median_seconds(tf.function(quadratic, jit_compile=jit_compile), (x, v), repeats)
+    def timed(fn, args):
+        compiled = tf.function(fn, jit_compile=jit_compile)
+        return median_seconds(lambda *a: distribute.on_one_replica(compiled, *a), args, repeats)
+
+    t_grad = timed(gradient, (x, y))
+    t_gv = timed(product, (x, v))
+    t_q = timed(quadratic, (x, v))
     return CostRatios(t_grad, t_gv / t_grad, t_q / t_grad)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import metric
 
 
@@ -49,8 +50,8 @@ def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -
 
     total = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in variables]
     for start in range(0, n, chunk):
-        part = chunk_sum(tf.nest.map_structure(lambda a: tf.convert_to_tensor(a[start:start + chunk]),
-                                               inputs))
+        part = distribute.on_one_replica(chunk_sum, tf.nest.map_structure(
+            lambda a: tf.convert_to_tensor(a[start:start + chunk]), inputs))
         for t, s in zip(total, part):
             t += s.numpy()
     return [t / n for t in total]
@@ -120,6 +121,7 @@ class EWCModel(keras.Model):
             penalty = self.penalty()
             total = loss + penalty
         self.optimizer.apply(tape.gradient(total, variables), variables)
+        loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)  # undo compute_loss's scaling
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
         self.penalty_tracker.update_state(penalty)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import geodesic
 from tfgeo import metric
 from tfgeo import objectives as objectives_lib
@@ -28,7 +29,9 @@ class LastValue(keras.metrics.Metric):
 
     def __init__(self, name="last_value", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # Replicas report the same value; "mean" keeps it under tf.distribute.
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
+                                       aggregation="mean")
 
     def update_state(self, value):
         self.value.assign(tf.cast(value, self.value.dtype))
@@ -125,10 +128,13 @@ class GeodesicModel(keras.Model):
         self.cg_tolerance = float(cg_tolerance)
         self.unroll_cg = bool(unroll_cg)
         self.clip_to_distance = bool(clip_to_distance) and objective.has_distance
+        # Every replica adds the same amounts: count them once.
         self.path_length = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="path_length"
+            shape=(), initializer="zeros", trainable=False, name="path_length",
+            aggregation="only_first_replica",
         )
-        counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64")
+        counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64",
+                       aggregation="only_first_replica")
         self.metric_products = self.add_weight(name="metric_products", **counter)
         self.quadratic_forms = self.add_weight(name="quadratic_forms", **counter)
         self.objective_gradients = self.add_weight(name="objective_gradients", **counter)
@@ -142,6 +148,9 @@ class GeodesicModel(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
+        # Keras may call the wrapper on a zipped {"metric", "objective"} batch
+        # (e.g. to build it under tf.distribute): the objective part is the input.
+        _, inputs = _split_inputs(inputs)
         return self.model(inputs, training=training)
 
     @property
@@ -162,6 +171,11 @@ class GeodesicModel(keras.Model):
         """Computes one step at the current weights without applying it."""
         operator = metric.MetricOperator(self.model, metric_inputs, self.output_metric)
         direction = self.objective.direction(self.model, objective_inputs, targets)
+        distributed = distribute.num_replicas() > 1
+        if distributed:
+            # Global-batch metric and direction; all replicas then take the same step.
+            operator = distribute.ReplicaMeanOperator(operator)
+            direction = distribute.replica_mean(list(direction))
         step_size = self.step_size
         if self.clip_to_distance:
             distance = self.objective.distance(self.model)
@@ -173,7 +187,7 @@ class GeodesicModel(keras.Model):
             damping=self.damping,
             max_iterations=self.cg_max_iterations,
             tolerance=self.cg_tolerance,
-            unroll=self.unroll_cg,
+            unroll=self.unroll_cg or distributed,  # no all-reduce inside while_loop
         )
 
     def _update_compiled(self, x, y, sample_weight):
@@ -182,6 +196,9 @@ class GeodesicModel(keras.Model):
         loss_tracker = getattr(self, "_loss_tracker", None)
         if loss_tracker is not None and getattr(self, "_compile_loss", None) is not None:
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+            # compute_loss divides by the replica count (for summed gradients); undo
+            # it for the tracker, as Keras's own train_step does.
+            loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)
             loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
         self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -201,8 +218,7 @@ class GeodesicModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         metric_inputs, objective_inputs = _split_inputs(x)
         result = self.geodesic_step(metric_inputs, objective_inputs, y)
-        for var, delta in zip(self.model.trainable_variables, result.step):
-            var.assign_add(tf.cast(delta, var.dtype))
+        distribute.apply_update(metric.backing_variables(self.model), result.step)
         change = tf.cast(result.functional_change, self.path_length.dtype)
         self.path_length.assign_add(tf.sqrt(tf.maximum(change, 0.0)))
         self.functional_change_tracker.update_state(change)

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import pruning
 
 
@@ -70,8 +71,11 @@ class MaskedModel(keras.Model):
         # zero; the projection after the update makes the zeros exact.
         grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
         self.optimizer.apply(grads, variables)
-        for w, m in zip(variables, self.masks):
-            w.assign(w * m)
+        # Projection as an update (w + (w m - w) is exactly w m for m in {0, 1}),
+        # so it also runs in a replica context under tf.distribute.
+        distribute.apply_update([getattr(w, "value", w) for w in variables],
+                                [w * tf.cast(m, w.dtype) - w for w, m in zip(variables, self.masks)])
+        loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)  # undo compute_loss's scaling
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -9,7 +9,8 @@ import numpy as np
 
 def interpolate(a, b, t: float) -> list[np.ndarray]:
     """(1 - t) a + t b for lists of arrays (t = 0 gives a, t = 1 gives b)."""
-    return [(1.0 - t) * np.asarray(x) + t * np.asarray(y) for x, y in zip(a, b)]
+    return [((1.0 - t) * np.asarray(x) + t * np.asarray(y)).astype(np.asarray(x).dtype)
+            for x, y in zip(a, b)]
 
 
 def straight_point_at_distance(start, target, distance: float, start_distance: float):

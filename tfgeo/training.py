@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import keras
+import tensorflow as tf
 
 from tfgeo import data
 
@@ -34,6 +35,10 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
     model.compile(keras.optimizers.Adam(lr),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit_compile)
+    if validation is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        # Keras's evaluate under MirroredStrategy fails on a last batch that
+        # splits unevenly across replicas; the runners evaluate afterwards.
+        validation = None
     callbacks = []
     if backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(backup_dir)))

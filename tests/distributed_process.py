@@ -1,0 +1,61 @@
+"""Subprocess body for the tf.distribute tests (logical devices and cluster
+settings must be fixed before TensorFlow starts, so each run is a process).
+
+    python -m tests.distributed_process MODE OUTPUT.npz
+
+MODE: 'single' (default strategy), 'mirrored' (MirroredStrategy over 2
+logical CPUs) or 'worker' (MultiWorkerMirroredStrategy from TF_CONFIG). Each
+takes the same 4 geodesic steps (GeodesicModel.fit, TaskLossDescent) on the
+same global batches of 64 digits and saves the final weights.
+"""
+import json
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+STEPS, GLOBAL_BATCH = 4, 64
+
+
+def main(mode, output):
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    import models
+    from tfgeo import data
+    from tfgeo import distribute
+    from tfgeo import geodesic_model
+    from tfgeo import objectives
+
+    strategy = {"single": lambda: distribute.make_strategy("default"),
+                "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                "worker": lambda: distribute.make_strategy("multi_worker")}[mode]()
+    ds = data.load_digits(seed=0)
+    x = ds.train.x[:STEPS * GLOBAL_BATCH].astype("float64")
+    y = ds.train.y[:STEPS * GLOBAL_BATCH]
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        walker = geodesic_model.GeodesicModel(net, objectives.TaskLossDescent(), step_size=0.1,
+                                              cg_max_iterations=5)
+        walker.compile(jit_compile=False,
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH, drop_remainder=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    batches = batches.with_options(options)
+    if mode == "worker":  # Keras 3 fit does not run under MultiWorkerMirroredStrategy
+        assert distribute.run_steps(strategy, walker, batches, STEPS) == STEPS
+        loss = float(walker.get_metrics_result()["loss"])
+    else:
+        history = walker.fit(batches, epochs=1, verbose=0, shuffle=False)
+        loss = history.history["loss"][-1]
+    np.savez(output, *[w.numpy() for w in net.trainable_variables])
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "path_length": float(walker.path_length.numpy()), "loss": loss}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,47 @@
+"""--strategy on the runners: mirrored over 2 logical CPUs reproduces the
+single-device walk; strategies that cannot run here fail with one clear line."""
+import json
+import os
+
+import pytest
+
+from tests.runner_process import run_module
+
+WALK = ["--steps=60", "--record_every=30", "--train_epochs=10"]
+
+
+def _summary(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)["summary"]
+
+
+def test_walk_mirrored_over_two_logical_cpus_matches_default(tmp_path):
+    summaries = []
+    for name, extra in (("default", []), ("mirrored", ["--strategy=mirrored", "--logical_cpus=2"])):
+        out = str(tmp_path / name)
+        proc = run_module("runners.walk", f"--output_dir={out}", *WALK, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries.append(_summary(out))
+    assert "2 replica(s)" in proc.stderr and "--jit_compile turned off" in proc.stderr
+    default, mirrored = summaries
+    for key in ("start_test_accuracy", "one_shot_pruned_test_accuracy",
+                "geodesic_then_pruned_test_accuracy", "sparsity"):
+        assert mirrored[key] == pytest.approx(default[key], abs=2.5e-3), key  # 1 of 450 images
+
+
+@pytest.mark.parametrize("module", ["runners.walk", "runners.sparsify", "runners.continual",
+                                    "runners.connect", "runners.train"])
+def test_every_runner_takes_strategy_and_explains_multi_worker(module, tmp_path):
+    proc = run_module(module, "--strategy=multi_worker", f"--output_dir={tmp_path}")
+    assert proc.returncode != 0 and "keras-team/keras#20585" in proc.stderr
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--strategy=tpu", "no TPU on this machine"),
+    ("--strategy=ring", "--strategy"),
+])
+def test_unavailable_strategies_fail_clearly(flag, message, tmp_path):
+    if os.environ.get("TPU_NAME") and "tpu" in flag:
+        pytest.skip("a TPU is configured")
+    proc = run_module("runners.sparsify", flag, f"--output_dir={tmp_path}")
+    assert proc.returncode != 0 and message in proc.stderr

@@ -1,0 +1,166 @@
+"""tf.distribute: strategies by name, and the geodesic step across replicas.
+
+Under a strategy with R replicas, each replica holds a slice of the global
+batch. The metric is a mean over examples, so g v on the global batch is
+the mean over replicas of each replica's g_r v (equal slice sizes, which
+`drop_remainder=True` guarantees); likewise the objective's direction.
+`ReplicaMeanOperator` all-reduces (MEAN) every metric-vector product and
+quadratic form, and `replica_mean` the direction, so every replica runs the
+same conjugate-gradient iterations on the same vectors and ends with the
+same step: the single-device step on the union of the replicas' batches.
+
+MirroredStrategy refuses cross-replica all-reduces inside `tf.while_loop`
+(`merge_call` error), so the distributed step uses CG's unrolled form
+(`conjugate_gradient(unroll=True)`): a fixed number of masked iterations in
+straight-line code.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
+    """Builds a strategy by name.
+
+    'default': the current (no-op) strategy; 'mirrored': all local GPUs (or
+    the CPU); 'multi_worker': `MultiWorkerMirroredStrategy` from `TF_CONFIG`;
+    'tpu': `TPUStrategy` on the TPU at `tpu` (address or name; '' or None
+    for the local/auto-detected one).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" in os.environ:
+            import json
+
+            try:
+                config = json.loads(os.environ["TF_CONFIG"])
+                config["cluster"]["worker"], config["task"]["index"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"strategy multi_worker: TF_CONFIG is not a valid cluster spec "
+                                 f"with cluster.worker and task.index: {e!r}") from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tpu and not _local_tpu_present():
+        # Without this check TPUClusterResolver would query the GCE metadata
+        # server, which blocks off Google Cloud.
+        raise ValueError("strategy tpu: no TPU on this machine (no /dev/accel* or /dev/vfio, "
+                         "no TPU_NAME); pass --tpu=<name or grpc://host:8470>.")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise ValueError(f"strategy tpu: no TPU reachable at {tpu or '(auto-detect)'}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _local_tpu_present() -> bool:
+    import glob
+
+    return bool(os.environ.get("TPU_NAME") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/*"))
+
+
+def num_replicas() -> int:
+    """Replicas in sync in the current replica context (1 outside any strategy)."""
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else int(ctx.num_replicas_in_sync)
+
+
+def replica_mean(value):
+    """MEAN all-reduce of a (nested) value across replicas; identity for one replica."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
+class ReplicaMeanOperator:
+    """Wraps a per-replica metric operator: products and quadratic forms are
+    averaged across replicas, giving the global-batch metric."""
+
+    def __init__(self, operator):
+        self.operator = operator
+        if hasattr(operator, "dot"):
+            self.dot = operator.dot
+
+    def __call__(self, vector):
+        return list(replica_mean(list(self.operator(vector))))
+
+    def quadratic_form(self, vector):
+        if hasattr(self.operator, "quadratic_form"):
+            return replica_mean(self.operator.quadratic_form(vector))
+        return replica_mean(tf.add_n([tf.reduce_sum(a * b) for a, b in
+                                      zip(vector, self.operator(vector))]))
+
+
+def apply_update(variables, step) -> None:
+    """var += step for each variable, from replica context or not.
+
+    In a replica context with several replicas, every replica computed the
+    same step; one `merge_call` applies it to each mirrored variable once
+    (`strategy.extended.update`), as Keras optimizers do.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        for var, delta in zip(variables, step):
+            var.assign_add(tf.cast(delta, var.dtype))
+        return
+
+    def merge(strategy, deltas):
+        for var, delta in zip(variables, deltas):
+            strategy.extended.update(var, lambda v, d: v.assign_add(tf.cast(d, v.dtype)),
+                                     args=(delta,), group=False)
+
+    ctx.merge_call(merge, args=(list(step),))
+
+
+def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
+              steps: int) -> int:
+    """Runs `model.train_step` on `steps` batches of `dataset` under `strategy`.
+
+    Keras 3's `fit` does not support `MultiWorkerMirroredStrategy`
+    (keras-team/keras#20585: it converts `PerReplica` batches eagerly), so
+    multi-worker walks use this loop: the dataset is distributed by the
+    strategy and each step is `strategy.run(model.train_step)` in one
+    `tf.function`. Returns the number of steps taken (fewer if the data ends).
+    """
+    distributed = strategy.experimental_distribute_dataset(dataset)
+
+    @tf.function
+    def one_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    taken = 0
+    for batch in distributed:
+        if taken == steps:
+            break
+        one_step(batch)
+        taken += 1
+    return taken
+
+
+def on_one_replica(fn, *args):
+    """fn(*args), run inside one replica when called from the cross-replica
+    context of a multi-replica strategy.
+
+    Tapes and forward accumulators cannot watch mirrored variables from the
+    cross-replica context (`DistributedVariable.handle is not available`);
+    one-off computations on a whole batch (a Fisher diagonal, a path's
+    length, a timing probe) run per replica instead, each on the full
+    arguments, and the first replica's result is returned.
+    """
+    strategy = tf.distribute.get_strategy()
+    if (not tf.distribute.has_strategy() or not tf.distribute.in_cross_replica_context()
+            or strategy.num_replicas_in_sync == 1):
+        return fn(*args)
+    result = strategy.run(fn, args=args)
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], result)
