@@ -91,8 +91,11 @@ def check_model_fits_dataset():
 
 
 def load_data() -> data.ArrayDataset:
-    ds = data.load(FLAGS.dataset, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
-                   manual_dir=FLAGS.manual_dir, image_folder=FLAGS.image_folder)
+    try:
+        ds = data.load(FLAGS.dataset, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+                       manual_dir=FLAGS.manual_dir, image_folder=FLAGS.image_folder)
+    except ValueError as e:
+        sys.exit(f"FATAL --dataset={FLAGS.dataset}: {e}")
     logging.info("%s: %d train / %d test, input %s, %d classes", ds.name, len(ds.train.y),
                  len(ds.test.y), ds.input_shape, ds.num_classes)
     return ds
@@ -157,6 +160,8 @@ def start_model(path, ds, train_split, val_split, output_dir, prefix="train_",
             sys.exit(f"FATAL {flag_name}={source} takes inputs {got} with {outputs} outputs; "
                      f"--dataset={FLAGS.dataset} has inputs {expected} and {ds.num_classes} "
                      "classes.")
+        if not all(np.isfinite(w).all() for w in model.get_weights()):
+            sys.exit(f"FATAL {flag_name}={source} has NaN or Inf weights.")
         logging.info("Starting network: %s", source)
         return model
     keras.utils.set_random_seed(FLAGS.seed)  # same seed, same starting network

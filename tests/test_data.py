@@ -111,3 +111,34 @@ def test_cifar10_jpeg_archive_as_image_folder():
     assert ds.num_classes == 10
     assert np.bincount(ds.test.y).tolist() == [1000] * 10
     assert np.bincount(ds.train.y).tolist() == [5000] * 10
+
+
+def test_non_finite_inputs_are_refused_naming_the_split():
+    ds = data.load_digits(seed=0)
+    x = ds.test.x.copy()
+    x[7, 3] = np.nan
+    bad = ds._replace(test=data.ArraySplit(x, ds.test.y))
+    with pytest.raises(ValueError, match=r"'digits': 1 test inputs contain NaN or Inf \(first at index 7\)"):
+        data.check_finite(bad)
+
+
+def test_corrupt_image_in_a_folder_is_named(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "ok.png")
+    (tmp_path / "train" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match="train.*unreadable image"):
+        data.load_image_folder(str(tmp_path))
+
+
+def test_runner_names_a_missing_dataset_folder(tmp_path):
+    from tests.runner_process import run_module
+
+    (tmp_path / "images" / "train" / "a").mkdir(parents=True)
+    proc = run_module("runners.train", "--dataset=image_folder",
+                      f"--image_folder={tmp_path / 'images'}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode != 0 and "FATAL --dataset=image_folder" in proc.stderr

@@ -158,3 +158,28 @@ def test_failed_steps_leave_weights_unchanged(trained):
     for a, b in zip(walker.model.get_weights(), weights):
         np.testing.assert_array_equal(a, b)
     assert np.all(np.isfinite(vectors.flatten(walker.model.trainable_variables).numpy()))
+
+
+def test_failed_steps_keep_weights_back_off_and_stop(trained):
+    """NaN inputs make every solve fail: the weights must stay exactly as they
+    were (never NaN), damping backs off, and StopOnFailedSteps ends the walk."""
+    ds, weights, target = trained
+    walker = _walker(ds, weights, target, step_size=0.05, damping=0.0, cg_max_iterations=5)
+    walker.compile(jit_compile=False)
+    bad = np.full((64,) + ds.train.x.shape[1:], np.nan, np.float32)
+    stop = geodesic_model.StopOnFailedSteps(patience=3)
+    history = walker.fit(tf.data.Dataset.from_tensors((bad, ds.train.y[:64])).repeat(10),
+                         epochs=1, verbose=0, callbacks=[stop])
+    for w, w0 in zip(walker.model.get_weights(), weights):
+        np.testing.assert_array_equal(w, w0)
+    assert stop.stopped_at == 2 and history.history["failed_steps"][-1] == 3
+    assert float(walker.extra_damping.numpy()) == pytest.approx(1e-2)  # 1e-4, 1e-3, 1e-2
+
+
+def test_extra_damping_decays_after_successes(trained):
+    ds, weights, target = trained
+    walker = _walker(ds, weights, target, step_size=0.05, damping=1e-3, cg_max_iterations=5)
+    walker.extra_damping.assign(1e-3)
+    _fit(walker, ds, jit=False, steps=3)
+    assert float(walker.extra_damping.numpy()) == pytest.approx(1e-6)
+    assert float(walker.consecutive_failures.numpy()) == 0

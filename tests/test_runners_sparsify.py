@@ -99,3 +99,18 @@ def test_output_dir_under_a_file_is_named(tmp_path):
     blocker.write_text("x")
     proc = _run(f"--output_dir={blocker / 'run'}")
     assert proc.returncode != 0 and "--output_dir" in proc.stderr
+
+
+def test_start_model_with_nan_weights_is_refused(tmp_path):
+    import numpy as np
+
+    from models import mlp as mlp_lib
+
+    model = mlp_lib.mlp((8, 8, 1), 10, hidden=(16,))
+    weights = model.get_weights()
+    weights[0][0, 0] = np.nan
+    model.set_weights(weights)
+    path = str(tmp_path / "nan.keras")
+    model.save(path)
+    proc = _run(f"--start_model={path}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode != 0 and "has NaN or Inf weights" in proc.stderr

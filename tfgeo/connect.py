@@ -112,7 +112,8 @@ def geodesic_path(model: keras.Model, target, metric_dataset, step_size: float =
     began = time.time()
     per_epoch = min(log_every, max_steps)
     walker.fit(metric_dataset, steps_per_epoch=per_epoch, epochs=-(-max_steps // per_epoch),
-               callbacks=[stop, recorder], verbose=verbose, shuffle=False)
+               callbacks=[stop, recorder, geodesic_model.StopOnFailedSteps(20)], verbose=verbose,
+               shuffle=False)
     final_distance = float(objective.distance(model))
     points = recorder.points
     if recorder.steps % record_every:  # the walk's last point, if not recorded yet

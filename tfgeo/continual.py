@@ -236,7 +236,8 @@ def learn_task(method: str, model: keras.Model, tasks, index: int, config: Conti
         log_every = max(1, min(100, config.geodesic_steps))
         walker.fit(geodesic_model.zip_batches(metric_ds, objective_ds),
                    steps_per_epoch=log_every, epochs=-(-config.geodesic_steps // log_every),
-                   verbose=verbose, shuffle=False)
+                   verbose=verbose, shuffle=False,
+                   callbacks=[geodesic_model.StopOnFailedSteps(20)])
         steps = log_every * -(-config.geodesic_steps // log_every)
     else:
         raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")

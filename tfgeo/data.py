@@ -152,15 +152,35 @@ def load_image_folder(root: str, image_size: Sequence[int] | None = None,
             color_mode=color_mode, image_size=tuple(image_size), shuffle=False, batch_size=1024,
             verbose=False,
         )
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+        try:
+            xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+        except tf.errors.OpError as e:  # e.g. a truncated or non-image file
+            raise ValueError(f"image folder {os.path.join(root, split)!r} has an unreadable "
+                             f"image: {e.message.splitlines()[0]}") from None
         splits[split] = ArraySplit((np.concatenate(xs) / 255.0).astype(np.float32),
                                    np.concatenate(ys).astype(np.int32))
     return ArrayDataset(splits["train"], splits["test"], tuple(splits["train"].x.shape[1:]),
                         len(classes), os.path.basename(os.path.normpath(root)))
 
 
+def check_finite(ds: ArrayDataset) -> ArrayDataset:
+    """Raises ValueError naming the dataset, split and first bad example if
+    any input is NaN or infinite (a NaN input would make every step fail)."""
+    for split_name, split in (("train", ds.train), ("test", ds.test)):
+        bad = ~np.isfinite(split.x.reshape(len(split.x), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"dataset {ds.name!r}: {int(bad.sum())} {split_name} inputs contain "
+                             f"NaN or Inf (first at index {int(np.argmax(bad))}).")
+    return ds
+
+
 def load(name: str, seed: int = 0, data_dir=None, manual_dir=None, image_folder=None) -> ArrayDataset:
-    """One entry point for runners: 'digits', 'mnist', 'cifar10', 'cifar100', 'image_folder'."""
+    """One entry point for runners: 'digits', 'mnist', 'cifar10', 'cifar100', 'image_folder'.
+    Inputs are checked to be finite (`check_finite`)."""
+    return check_finite(_load(name, seed, data_dir, manual_dir, image_folder))
+
+
+def _load(name, seed, data_dir, manual_dir, image_folder):
     if name == "digits":
         return load_digits(seed=seed, flat=False)
     if name in TFDS_NAMES:

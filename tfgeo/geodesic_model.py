@@ -136,6 +136,16 @@ class GeodesicModel(keras.Model):
         counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64",
                        aggregation="only_first_replica")
         self.metric_products = self.add_weight(name="metric_products", **counter)
+        # Back-off after a failed step (CG breakdown, non-finite values): the
+        # step is zero (weights kept) and extra damping is added, x10 per
+        # failure from 1e-4, /10 per success, so a nearly singular or
+        # indefinite metric gets regularised instead of failing again.
+        self.extra_damping = self.add_weight(
+            name="extra_damping", shape=(), initializer="zeros", trainable=False,
+            dtype="float64", aggregation="only_first_replica")
+        self.consecutive_failures = self.add_weight(
+            name="consecutive_failures", shape=(), initializer="zeros", trainable=False,
+            aggregation="only_first_replica")
         self.quadratic_forms = self.add_weight(name="quadratic_forms", **counter)
         self.objective_gradients = self.add_weight(name="objective_gradients", **counter)
         self.functional_change_tracker = keras.metrics.Mean(name="functional_change")
@@ -184,7 +194,7 @@ class GeodesicModel(keras.Model):
             operator,
             direction,
             step_size=step_size,
-            damping=self.damping,
+            damping=self.damping + tf.convert_to_tensor(self.extra_damping),
             max_iterations=self.cg_max_iterations,
             tolerance=self.cg_tolerance,
             unroll=self.unroll_cg or distributed,  # no all-reduce inside while_loop
@@ -227,6 +237,12 @@ class GeodesicModel(keras.Model):
         self.cg_residual_tracker.update_state(result.cg.relative_residual)
         self.cosine_tracker.update_state(result.cosine)
         self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
+        failed = ~result.ok
+        self.extra_damping.assign(tf.where(
+            failed, tf.maximum(10.0 * self.extra_damping, 1e-4),
+            tf.where(self.extra_damping > 1e-10, self.extra_damping / 10.0, 0.0)))
+        self.consecutive_failures.assign(
+            tf.where(failed, self.consecutive_failures + 1.0, 0.0))
         self.metric_products.assign_add(tf.cast(result.cg.iterations, tf.float64))
         self.quadratic_forms.assign_add(tf.constant(1.0, tf.float64))
         if self.objective.needs_batch:
@@ -290,4 +306,30 @@ class StopAtDistance(keras.callbacks.Callback):
         distance = (logs or {}).get("distance_to_target")
         if distance is not None and float(distance) <= self.tolerance:
             self.stopped_at = batch
+            self.model.stop_training = True
+
+
+class StopOnFailedSteps(keras.callbacks.Callback):
+    """Stops a `GeodesicModel.fit` after `patience` consecutive failed steps,
+    logging why. Failed steps leave the weights unchanged, so the model keeps
+    the last good weights."""
+
+    def __init__(self, patience: int = 10):
+        super().__init__()
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}.")
+        self.patience = int(patience)
+        self.stopped_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        failures = float(self.model.consecutive_failures.numpy())
+        if failures >= self.patience:
+            from absl import logging
+
+            self.stopped_at = batch
+            logging.warning(
+                "Stopping the walk: %d consecutive failed geodesic steps (conjugate gradient "
+                "broke down or met non-finite values, even with extra damping %.3g); the "
+                "weights are the last good ones.", int(failures),
+                float(self.model.extra_damping.numpy()))
             self.model.stop_training = True

@@ -90,7 +90,8 @@ class GeodesicPruner:
             history = self.walker.fit(
                 metric_dataset, steps_per_epoch=min(self.log_every, self.max_steps),
                 epochs=math.ceil(self.max_steps / min(self.log_every, self.max_steps)),
-                verbose=self.verbose, callbacks=[stop, steps, *callbacks], shuffle=False,
+                verbose=self.verbose, shuffle=False,
+                callbacks=[stop, steps, geodesic_model.StopOnFailedSteps(20), *callbacks],
             )
             failed = float(sum(history.history.get("failed_steps", [0.0])))
         else:
