@@ -1,7 +1,7 @@
 r"""Times a metric-vector product against a gradient on the same model and batch.
 
 Prints, for each model and for eager-graph (tf.function) vs XLA
-(jit_compile=True), the median time of
+(jit_compile=True), the fastest time of
   * a loss gradient (one forward + one backward pass),
   * the metric-vector product g v (JVP + VJP, `tfgeo.metric_vector_product`),
   * the quadratic form <v, g v> (JVP only),
@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,7 +23,7 @@ from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 256, "Examples per batch.")
-flags.DEFINE_integer("repeats", 30, "Timed calls per measurement (median reported).")
+flags.DEFINE_integer("repeats", 30, "Timed calls per measurement (fastest reported).")
 flags.DEFINE_string("output", "", "Optional JSON output path.")
 flags.DEFINE_list("models", ["mlp", "cnn"], "Which models: mlp (784-300-100-10), cnn (LeNet-5-like).")
 
@@ -33,7 +32,7 @@ def build(name):
     import keras
 
     if name == "mlp":
-        import models
+        from tfgeo import models
 
         return models.get("lenet_300_100", (28, 28, 1), 10), (28, 28, 1)
     if name == "cnn":
@@ -51,23 +50,10 @@ def build(name):
     raise ValueError(f"unknown model {name!r}")
 
 
-def median_time(fn, args, repeats):
-    out = fn(*args)  # trace / compile
-    _block(out)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _block(fn(*args))
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+def _time(fn, args, repeats):
+    from tfgeo.experiments import cost
 
-
-def _block(out):
-    import tensorflow as tf
-
-    for t in tf.nest.flatten(out):
-        t.numpy()
+    return cost.min_seconds(fn, args, repeats)
 
 
 def main(argv):
@@ -100,9 +86,9 @@ def main(argv):
             return metric.metric_quadratic_form(model, x, v, "fisher")
 
         for jit in (False, True):
-            t_grad = median_time(tf.function(gradient, jit_compile=jit), (x, y), FLAGS.repeats)
-            t_gv = median_time(tf.function(gv, jit_compile=jit), (x, v), FLAGS.repeats)
-            t_q = median_time(tf.function(quad, jit_compile=jit), (x, v), FLAGS.repeats)
+            t_grad = _time(tf.function(gradient, jit_compile=jit), (x, y), FLAGS.repeats)
+            t_gv = _time(tf.function(gv, jit_compile=jit), (x, v), FLAGS.repeats)
+            t_q = _time(tf.function(quad, jit_compile=jit), (x, v), FLAGS.repeats)
             rows.append({
                 "model": name, "params": n_params, "batch": FLAGS.batch_size, "xla": jit,
                 "gradient_ms": 1e3 * t_grad, "gv_ms": 1e3 * t_gv, "vgv_ms": 1e3 * t_q,
@@ -117,7 +103,7 @@ def main(argv):
             "tensorflow": tf.__version__, "keras": keras.__version__}
     print(json.dumps(meta))
     if FLAGS.output:
-        from tfgeo import results
+        from tfgeo.experiments import results
 
         results.write_json(FLAGS.output, {"meta": meta, "rows": rows})
 

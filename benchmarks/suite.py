@@ -49,7 +49,7 @@ def _setup(name, batch, hidden=None):
     import numpy as np
     import tensorflow as tf
 
-    import models
+    from tfgeo import models
     from tfgeo import metric
 
     keras.utils.set_random_seed(0)
@@ -113,9 +113,9 @@ def _functions(model, variables):
 def _time(fn, args, jit):
     import tensorflow as tf
 
-    from tfgeo import cost
+    from tfgeo.experiments import cost
 
-    return cost.median_seconds(tf.function(fn, jit_compile=jit), args, FLAGS.repeats)
+    return cost.min_seconds(tf.function(fn, jit_compile=jit), args, FLAGS.repeats)
 
 
 def products():
@@ -260,7 +260,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from tfgeo import results
+    from tfgeo.experiments import results
 
     sections = {"products": products, "step": step, "memory": memory, "scaling": scaling}
     out = {"machine": {"processor": platform.processor() or platform.machine(),

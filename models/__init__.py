@@ -3,5 +3,5 @@
 All models output logits (no final softmax), as the Fisher output metric and
 `from_logits=True` losses expect.
 """
-from models.registry import get
-from models.registry import names
+from .registry import get
+from .registry import names

@@ -1,9 +1,9 @@
 """One registry for the zoo: `get(name, input_shape, num_classes, **options)`."""
 from __future__ import annotations
 
-from models import lenet5 as lenet5_lib
-from models import mlp as mlp_lib
-from models import vgg as vgg_lib
+from . import lenet5 as lenet5_lib
+from . import mlp as mlp_lib
+from . import vgg as vgg_lib
 
 _BUILDERS = {
     "mlp": mlp_lib.mlp,

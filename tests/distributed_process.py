@@ -23,8 +23,8 @@ def main(mode, output):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
-    import models
-    from tfgeo import data
+    from tfgeo import models
+    from tfgeo.experiments import data
     from tfgeo import distribute
     from tfgeo import geodesic_model
     from tfgeo import objectives

@@ -3,9 +3,11 @@ import keras
 import numpy as np
 import pytest
 
-import models
+from tfgeo import models
 from tfgeo import connect
-from tfgeo import data
+from tfgeo import paths
+from tfgeo.experiments import connect as connect_study
+from tfgeo.experiments import data
 from tfgeo import permutation
 
 
@@ -19,14 +21,14 @@ def test_barrier_hand_worked():
 
 def test_straight_path_and_positions():
     a, b = [np.zeros((2, 2))], [np.full((2, 2), 3.0)]
-    pts = connect.straight_path(a, b, 4)
+    pts = paths.straight_path(a, b, 4)
     assert len(pts) == 4 and np.all(pts[1][0] == 1.0) and np.all(pts[-1][0] == 3.0)
-    np.testing.assert_allclose(connect.euclidean_positions(pts), [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(paths.euclidean_positions(pts), [0, 1 / 3, 2 / 3, 1])
 
 
 def test_points_round_trip(tmp_path):
     pts = [[np.arange(3.0), np.ones((2, 2), np.float32)], [np.zeros(3), np.eye(2, dtype=np.float32)]]
-    back = connect.load_points(connect.save_points(str(tmp_path / "p.npz"), pts))
+    back = connect_study.load_points(connect_study.save_points(str(tmp_path / "p.npz"), pts))
     assert len(back) == 2
     for p, q in zip(pts, back):
         for x, y in zip(p, q):
@@ -62,8 +64,8 @@ def test_geodesic_path_has_lower_max_loss_than_straight_line(two_nets):
     for x, y in zip(walk["points"][0], a):
         np.testing.assert_array_equal(x, y)
     inputs = ds.train.x[:512]
-    geo = connect.evaluate_path(model, walk["points"], ds.test.x, ds.test.y, inputs)
-    line = connect.evaluate_path(model, connect.straight_path(a, b, len(walk["points"])),
+    geo = connect_study.evaluate_path(model, walk["points"], ds.test.x, ds.test.y, inputs)
+    line = connect_study.evaluate_path(model, paths.straight_path(a, b, len(walk["points"])),
                                  ds.test.x, ds.test.y, inputs)
     assert geo["max_loss"] < line["max_loss"], (geo["max_loss"], line["max_loss"])
     assert geo["barrier"] < 0.5 * line["barrier"]
@@ -78,7 +80,7 @@ def test_weight_matching_on_trained_nets_shrinks_distance_and_keeps_function(two
     b = [w.numpy() for w in net_b.trainable_variables]
     units = permutation.spec(net_a)
     _, aligned = permutation.weight_matching(units, a, b)
-    assert connect.distance(a, aligned) < 0.9 * connect.distance(a, b)
+    assert paths.distance(a, aligned) < 0.9 * paths.distance(a, b)
     before = net_b(ds.test.x).numpy()
     model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
     for var, w in zip(model.trainable_variables, aligned):

@@ -95,8 +95,9 @@ def test_strategy_errors_are_clear(monkeypatch):
 def test_replicated_step_compiles_with_xla_and_static_shapes():
     """What a TPU needs, checked on CPU: the unrolled step under jit_compile=True
     with static batch shapes (drop_remainder) compiles and matches the while-loop step."""
-    import models
-    from tfgeo import data, geodesic_model, objectives
+    from tfgeo import models
+    from tfgeo import geodesic_model, objectives
+    from tfgeo.experiments import data
 
     ds = data.load_digits(seed=0)
     results = []

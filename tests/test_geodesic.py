@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import mlp as mlp_lib
+from tfgeo.models import mlp as mlp_lib
 from tests import dense_reference as ref
-from tfgeo import data
+from tfgeo.experiments import data
 from tfgeo import geodesic
 from tfgeo import krylov
 from tfgeo import metric

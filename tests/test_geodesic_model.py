@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import mlp as mlp_lib
-from tfgeo import data
+from tfgeo.models import mlp as mlp_lib
+from tfgeo.experiments import data
+from tfgeo import callbacks
 from tfgeo import geodesic_model
 from tfgeo import objectives
 from tfgeo import vectors
@@ -167,19 +168,19 @@ def test_failed_steps_keep_weights_back_off_and_stop(trained):
     walker = _walker(ds, weights, target, step_size=0.05, damping=0.0, cg_max_iterations=5)
     walker.compile(jit_compile=False)
     bad = np.full((64,) + ds.train.x.shape[1:], np.nan, np.float32)
-    stop = geodesic_model.StopOnFailedSteps(patience=3)
+    stop = callbacks.StopOnFailedSteps(patience=3)
     history = walker.fit(tf.data.Dataset.from_tensors((bad, ds.train.y[:64])).repeat(10),
                          epochs=1, verbose=0, callbacks=[stop])
     for w, w0 in zip(walker.model.get_weights(), weights):
         np.testing.assert_array_equal(w, w0)
     assert stop.stopped_at == 2 and history.history["failed_steps"][-1] == 3
-    assert float(walker.extra_damping.numpy()) == pytest.approx(1e-2)  # 1e-4, 1e-3, 1e-2
+    assert float(walker.backoff.extra_damping.numpy()) == pytest.approx(1e-2)  # 1e-4, 1e-3, 1e-2
 
 
 def test_extra_damping_decays_after_successes(trained):
     ds, weights, target = trained
     walker = _walker(ds, weights, target, step_size=0.05, damping=1e-3, cg_max_iterations=5)
-    walker.extra_damping.assign(1e-3)
+    walker.backoff.extra_damping.assign(1e-3)
     _fit(walker, ds, jit=False, steps=3)
-    assert float(walker.extra_damping.numpy()) == pytest.approx(1e-6)
-    assert float(walker.consecutive_failures.numpy()) == 0
+    assert float(walker.backoff.extra_damping.numpy()) == pytest.approx(1e-6)
+    assert float(walker.backoff.consecutive_failures.numpy()) == 0

@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import mlp as mlp_lib
-from tfgeo import data
+from tfgeo.models import mlp as mlp_lib
+from tfgeo.experiments import data
 from tfgeo import masked_training
 from tfgeo import pruning
 

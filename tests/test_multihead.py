@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import mlp as mlp_lib
+from tfgeo.models import mlp as mlp_lib
 from tfgeo import multihead
 
 

@@ -14,7 +14,7 @@ def test_toward_target_direction_and_mask():
     rng = np.random.default_rng(0)
     target = [rng.standard_normal(x.shape) for x in w]
     mask = [(rng.random(x.shape) > 0.5).astype(np.float64) for x in w]
-    obj = objectives.TowardTarget(target, mask=mask)
+    obj = objectives.TowardTarget(target, pull=mask)
     got = obj.direction(model)
     for g, t, x, m in zip(got, target, w, mask):
         np.testing.assert_allclose(g.numpy(), m * (t - x), rtol=1e-14)

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-import models
+from tfgeo import models
 from tfgeo import permutation
 
 

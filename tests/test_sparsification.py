@@ -3,11 +3,12 @@ import keras
 import numpy as np
 import pytest
 
-from models import mlp as mlp_lib
-from tfgeo import data
+from tfgeo.models import mlp as mlp_lib
+from tfgeo.experiments import data
 from tfgeo import paths
 from tfgeo import pruning
 from tfgeo import sparsification
+from tfgeo import weights as weights_lib
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -46,7 +47,7 @@ class _Snapshot(keras.callbacks.Callback):
 def test_geodesic_walk_keeps_anchor_outputs_closer_than_straight_walk(trained):
     ds, weights = trained
     net = _net(ds, weights)
-    start = sparsification.trainable_weights(net)
+    start = weights_lib.get_trainable(net)
     masks = pruning.magnitude_masks(start, 0.85)
     pruner = sparsification.GeodesicPruner(net, step_size=0.05, max_steps=60, tolerance=0.0,
                                            log_every=60, verbose=0)
@@ -74,13 +75,13 @@ def test_prune_ends_exactly_sparse_and_counts_its_cost(trained):
                                            max_steps=400, tolerance=0.05, log_every=100,
                                            verbose=0)
     batches = data.to_dataset(ds.train, 256, shuffle=True, drop_remainder=True, repeat=True)
-    which = pruning.prunable(sparsification.trainable_weights(net))
+    which = pruning.prunable(weights_lib.get_trainable(net))
     n = sum(np.size(w) for w, p in zip(weights, which) if p)
     for sparsity in (0.5, 0.9):
-        current = sparsification.trainable_weights(net)
+        current = weights_lib.get_trainable(net)
         masks = pruning.magnitude_masks(current, sparsity)
         report = pruner.prune(masks, batches)
-        after = sparsification.trainable_weights(net)
+        after = weights_lib.get_trainable(net)
         zeros = sum(int((w == 0).sum()) for w, p in zip(after, which) if p)
         assert zeros == round(sparsity * n)
         for w, m in zip(after, masks):
@@ -96,10 +97,10 @@ def test_masked_finetune_and_gradual_end_exactly_sparse(trained):
     ds, weights = trained
     batches = data.to_dataset(ds.train, 64, shuffle=True, repeat=True)
     net = _net(ds, weights)
-    masks = pruning.magnitude_masks(sparsification.trainable_weights(net), 0.8)
+    masks = pruning.magnitude_masks(weights_lib.get_trainable(net), 0.8)
     sparsification.masked_finetune(net, masks, batches, steps=30)
-    assert pruning.sparsity_of(sparsification.trainable_weights(net)) == pytest.approx(0.8, abs=1e-3)
+    assert pruning.sparsity_of(weights_lib.get_trainable(net)) == pytest.approx(0.8, abs=1e-3)
     net = _net(ds, weights)
     report = sparsification.gradual_prune(net, batches, 0.0, 0.9, steps=40, frequency=10)
-    assert pruning.sparsity_of(sparsification.trainable_weights(net)) == pytest.approx(0.9, abs=1e-3)
+    assert pruning.sparsity_of(weights_lib.get_trainable(net)) == pytest.approx(0.9, abs=1e-3)
     assert report["mask_updates"] >= 3

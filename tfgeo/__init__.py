@@ -1,24 +1,59 @@
 """tfgeo: adapt trained networks by walking geodesics in weight space.
 
-Modules: `vectors` (weight-space arithmetic), `output_metrics` (M),
-`metric` (g v), `krylov` (conjugate gradient), `geodesic` (the step),
-`objectives` (v), `geodesic_model` (Keras `fit` integration).
+The core library: metrics as linear operators (`linear_operator`, `metric`,
+`output_metrics`), conjugate gradient (`krylov`), the geodesic step
+(`geodesic`), objectives (`objectives`), Keras integration
+(`geodesic_model`, `callbacks`), and the applications' algorithms
+(`pruning`, `sparsification`, `masked_training`, `ewc`, `multihead`,
+`connect`, `permutation`), and `distribute` for tf.distribute. The
+experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`) and
+the runners (`tfgeo.runners`) are installed beside it and never imported by it.
 """
+from tfgeo import callbacks
+from tfgeo import connect
+from tfgeo import distribute
+from tfgeo import ewc
 from tfgeo import geodesic
+from tfgeo import geodesic_model
 from tfgeo import krylov
+from tfgeo import linear_operator
+from tfgeo import losses
+from tfgeo import masked_training
 from tfgeo import metric
+from tfgeo import multihead
 from tfgeo import objectives
 from tfgeo import output_metrics
+from tfgeo import paths
+from tfgeo import permutation
+from tfgeo import pruning
+from tfgeo import sparsification
 from tfgeo import vectors
+from tfgeo import weights
+from tfgeo.callbacks import StopAtDistance
+from tfgeo.callbacks import StopOnFailedSteps
 from tfgeo.geodesic import geodesic_step
 from tfgeo.geodesic import multiplier_for_beta
 from tfgeo.geodesic_model import GeodesicModel
+from tfgeo.geodesic_model import walk
 from tfgeo.geodesic_model import zip_batches
 from tfgeo.krylov import conjugate_gradient
+from tfgeo.linear_operator import LinearOperator
 from tfgeo.metric import MetricOperator
 from tfgeo.metric import metric_quadratic_form
 from tfgeo.metric import metric_vector_product
 from tfgeo.objectives import TaskLossDescent
 from tfgeo.objectives import TowardTarget
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = [
+    # modules
+    "callbacks", "connect", "distribute", "ewc", "geodesic", "geodesic_model", "krylov",
+    "linear_operator", "losses", "masked_training", "metric", "multihead", "objectives",
+    "output_metrics", "paths", "permutation", "pruning", "sparsification", "vectors", "weights",
+    # the main entry points
+    "GeodesicModel", "LinearOperator", "MetricOperator", "StopAtDistance", "StopOnFailedSteps",
+    "TaskLossDescent", "TowardTarget", "conjugate_gradient", "geodesic_step",
+    "metric_quadratic_form", "metric_vector_product", "multiplier_for_beta", "walk",
+    "zip_batches",
+]

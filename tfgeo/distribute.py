@@ -20,6 +20,8 @@ import os
 
 import tensorflow as tf
 
+from tfgeo import linear_operator
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -83,23 +85,28 @@ def replica_mean(value):
     return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
 
-class ReplicaMeanOperator:
-    """Wraps a per-replica metric operator: products and quadratic forms are
-    averaged across replicas, giving the global-batch metric."""
+class ReplicaMeanOperator(linear_operator.LinearOperator):
+    """A per-replica operator averaged across replicas: products and quadratic
+    forms are all-reduced (MEAN), giving the global-batch metric."""
 
-    def __init__(self, operator):
+    def __init__(self, operator: linear_operator.LinearOperator):
+        super().__init__(operator.shapes, operator.dtype)
         self.operator = operator
-        if hasattr(operator, "dot"):
-            self.dot = operator.dot
+        self.has_inverse = operator.has_inverse
 
-    def __call__(self, vector):
-        return list(replica_mean(list(self.operator(vector))))
+    def dot(self, a, b):
+        return self.operator.dot(a, b)
+
+    def _matvec(self, vector):
+        return list(replica_mean(list(self.operator.matvec(vector))))
+
+    def _solve(self, vector):
+        # A preconditioner built from replica-mean statistics is the same on
+        # every replica; its inverse product needs no reduction.
+        return self.operator.solve(vector)
 
     def quadratic_form(self, vector):
-        if hasattr(self.operator, "quadratic_form"):
-            return replica_mean(self.operator.quadratic_form(vector))
-        return replica_mean(tf.add_n([tf.reduce_sum(a * b) for a, b in
-                                      zip(vector, self.operator(vector))]))
+        return replica_mean(self.operator.quadratic_form(vector))
 
 
 def apply_update(variables, step) -> None:

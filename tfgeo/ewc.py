@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo import distribute
-from tfgeo import metric
+from tfgeo import model_wrapper
+from tfgeo import weights as weights_lib
 
 
 def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -> list[np.ndarray]:
@@ -29,7 +30,7 @@ def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -
       chunk_elements: bound on the per-example, per-class gradient tensor
         (examples x classes x parameters) held at once.
     """
-    variables = metric.backing_variables(model)
+    variables = weights_lib.backing_variables(model)
     n_params = sum(int(np.prod(v.shape)) for v in variables)
     flat = tf.nest.flatten(inputs)
     n = int(np.shape(flat[0])[0])
@@ -58,7 +59,7 @@ def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -
 
 
 @keras.saving.register_keras_serializable(package="tfgeo")
-class EWCModel(keras.Model):
+class EWCModel(model_wrapper.ModelWrapper):
     """`model` trained on the compiled loss plus the EWC penalty.
 
     Args:
@@ -66,11 +67,13 @@ class EWCModel(keras.Model):
       strength: lambda >= 0.
     """
 
+    config_keys = ("strength",)
+
     def __init__(self, model: keras.Model, strength: float = 100.0, **kwargs):
-        super().__init__(**kwargs)
-        if not strength >= 0:
-            raise ValueError(f"strength must be >= 0, got {strength}.")
-        self.model, self.strength = model, float(strength)
+        super().__init__(model, **kwargs)
+        if not (np.isfinite(strength) and strength >= 0):
+            raise ValueError(f"strength must be a finite number >= 0, got {strength}.")
+        self.strength = float(strength)
         zeros = dict(initializer="zeros", trainable=False)
         shapes = [tuple(w.shape) for w in model.trainable_variables]
         self.fisher_sum = [self.add_weight(shape=s, name=f"f_{i}", **zeros) for i, s in enumerate(shapes)]
@@ -78,9 +81,6 @@ class EWCModel(keras.Model):
         self.fisher_anchor_sq = self.add_weight(shape=(), name="faa", **zeros)
         self.penalty_tracker = keras.metrics.Mean(name="ewc_penalty")
         self.built = True
-
-    def call(self, inputs, training=False):
-        return self.model(inputs, training=training)
 
     def consolidate(self, fisher) -> None:
         """Adds a task: anchors at the current weights with diagonal Fisher `fisher`."""
@@ -112,27 +112,8 @@ class EWCModel(keras.Model):
         return 0.5 * self.strength * (quad + self.fisher_anchor_sq)
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                     training=True)
-            penalty = self.penalty()
-            total = loss + penalty
-        self.optimizer.apply(tape.gradient(total, variables), variables)
-        loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)  # undo compute_loss's scaling
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
-        self.penalty_tracker.update_state(penalty)
+        x, y, sample_weight, y_pred, loss, grads = self.loss_and_gradients(data, self.penalty)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        self.record_loss(loss, tf.shape(y_pred)[0])
+        self.penalty_tracker.update_state(self.penalty())
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_config(self):
-        return {"model": keras.saving.serialize_keras_object(self.model),
-                "strength": self.strength, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"],
-                                                                custom_objects=custom_objects)
-        return cls(**config)

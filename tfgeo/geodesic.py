@@ -12,14 +12,26 @@ point is the global minimiser on the sphere. Two parametrisations:
 * `multiplier_for_beta(..., beta, eps)`: find the lambda >= 0 at which
   ||(beta/2)(g + lambda I)^{-1} v|| = eps (Newton on the secular equation,
   Moré & Sorensen 1983), then take the step with that damping.
+
+Both take the metric as a `tfgeo.linear_operator.LinearOperator`.
+
+When CG breaks down (non-positive curvature, non-finite values) after
+accepting some iterations, the step follows the last accepted iterate: it
+minimises the damped quadratic over the Krylov subspace explored so far (a
+truncated-Newton direction), and the breakdown is reported in `cg.status`.
+Only a solve that accepted nothing, or a non-finite result, gives a zero step
+with `ok` False.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Sequence
 
 import tensorflow as tf
 
 from tfgeo import krylov
+from tfgeo import linear_operator
 from tfgeo import vectors
 
 
@@ -32,8 +44,9 @@ class GeodesicStepResult(NamedTuple):
     cg: krylov.CGResult
 
 
-def _dot(operator):
-    return getattr(operator, "dot", vectors.dot)
+def _check_step_size(step_size):
+    if isinstance(step_size, numbers.Real) and not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}.")
 
 
 def geodesic_step(
@@ -44,41 +57,45 @@ def geodesic_step(
     max_iterations: int = 20,
     tolerance: float = 1e-5,
     unroll: bool = False,
+    preconditioner: linear_operator.LinearOperator | None = None,
+    initial: Sequence[tf.Tensor] | None = None,
 ) -> GeodesicStepResult:
     """theta = eps (g + lambda I)^{-1} v / ||(g + lambda I)^{-1} v||.
 
     Args:
-      operator: v -> g v (e.g. `tfgeo.metric.MetricOperator`); if it has a
-        `quadratic_form` method, the functional change uses it (one JVP)
-        instead of another metric-vector product.
+      operator: g, a `LinearOperator` (e.g. `tfgeo.metric.MetricOperator`);
+        the functional change uses its `quadratic_form`.
       direction: v, the second objective's direction (list of tensors).
-      step_size: eps > 0, the Euclidean length of the step.
+      step_size: eps > 0, the Euclidean length of the step (a tensor eps <= 0,
+        e.g. a clipped length at the goal, gives a zero step with ok False).
       damping: lambda >= 0.
-      max_iterations, tolerance, unroll: passed to `krylov.conjugate_gradient`.
+      max_iterations, tolerance, unroll, preconditioner: passed to
+        `krylov.conjugate_gradient`.
+      initial: a warm start for x = (g + lambda I)^{-1} v (e.g. the previous
+        step's `cg.solution`).
     Returns:
-      GeodesicStepResult. When CG breaks down on its first iteration or v = 0
-      the step is all zeros and `ok` is False: the caller's weights stay put.
+      GeodesicStepResult; see the module docstring for failed solves.
     """
-    dot = _dot(operator)
+    _check_step_size(step_size)
     v = [tf.convert_to_tensor(t) for t in direction]
-    dtype = v[0].dtype
-    eps = vectors.scalar(step_size, dtype)
+    operator = linear_operator.as_operator(operator, v)
+    v = operator.check(v)
+    dot = operator.dot
+    eps = vectors.scalar(step_size, operator.dtype)
     cg = krylov.conjugate_gradient(
-        operator, v, damping=damping, max_iterations=max_iterations,
-        tolerance=tolerance, unroll=unroll, dot=dot,
+        operator, v, damping=damping, max_iterations=max_iterations, tolerance=tolerance,
+        unroll=unroll, preconditioner=preconditioner, initial=initial,
     )
     x_norm = tf.sqrt(dot(cg.solution, cg.solution))
-    ok = tf.math.is_finite(x_norm) & (x_norm > 0)
+    ok = tf.math.is_finite(x_norm) & (x_norm > 0) & tf.math.is_finite(eps) & (eps > 0)
     safe_norm = tf.where(ok, x_norm, tf.ones_like(x_norm))
     factor = tf.where(ok, eps / safe_norm, tf.zeros_like(eps))
     theta = vectors.scale(factor, cg.solution)
-    if hasattr(operator, "quadratic_form"):
-        change = operator.quadratic_form(theta)
-    else:
-        change = dot(theta, operator(theta))
+    change = operator.quadratic_form(theta)
     v_norm = tf.sqrt(dot(v, v))
     denom = eps * v_norm
-    cosine = tf.where(ok & (denom > 0), dot(theta, v) / tf.where(denom > 0, denom, 1), 0)
+    safe_denom = tf.where(ok & (denom > 0), denom, tf.ones_like(denom))
+    cosine = tf.where(ok & (denom > 0), dot(theta, v) / safe_denom, tf.zeros_like(denom))
     implied_beta = tf.where(ok, 2 * eps / safe_norm, tf.zeros_like(eps))
     return GeodesicStepResult(theta, change, cosine, implied_beta, ok, cg)
 
@@ -107,20 +124,22 @@ def multiplier_for_beta(
     Returns:
       (lambda, step_norm): the multiplier and ||x(lambda)|| at it.
     """
-    dot = _dot(operator)
+    _check_step_size(step_size)
+    if isinstance(beta, numbers.Real) and not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}.")
     v = [tf.convert_to_tensor(t) for t in direction]
-    dtype = v[0].dtype
-    half_beta = vectors.scalar(beta, dtype) / 2
-    eps = vectors.scalar(step_size, dtype)
-    lam = vectors.scalar(initial_damping, dtype)
+    operator = linear_operator.as_operator(operator, v)
+    v = operator.check(v)
+    dot = operator.dot
+    half_beta = vectors.scalar(beta, operator.dtype) / 2
+    eps = vectors.scalar(step_size, operator.dtype)
+    lam = vectors.scalar(initial_damping, operator.dtype)
 
     def solve(rhs, lam):
         return krylov.conjugate_gradient(
             operator, rhs, damping=lam, max_iterations=max_iterations, tolerance=tolerance,
-            dot=dot,
         ).solution
 
-    x_norm = None
     for _ in range(newton_iterations):
         x = vectors.scale(half_beta, solve(v, lam))
         y = solve(x, lam)
@@ -129,5 +148,5 @@ def multiplier_for_beta(
         xy = dot(x, y)
         update = (xx / xy) * (x_norm - eps) / eps
         lam = tf.maximum(lam + tf.where(xy > 0, update, tf.zeros_like(update)), 0)
-    x_norm = tf.sqrt(dot(*(2 * [vectors.scale(half_beta, solve(v, lam))])))
-    return lam, x_norm
+    x = vectors.scale(half_beta, solve(v, lam))
+    return lam, tf.sqrt(dot(x, x))

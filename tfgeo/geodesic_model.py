@@ -11,14 +11,21 @@ builds such a dataset from two datasets.
 """
 from __future__ import annotations
 
+import math
+import warnings
+from typing import NamedTuple
+
 import keras
 import tensorflow as tf
 
+from tfgeo import callbacks as callbacks_lib
 from tfgeo import distribute
 from tfgeo import geodesic
 from tfgeo import metric
+from tfgeo import model_wrapper
 from tfgeo import objectives as objectives_lib
 from tfgeo import output_metrics
+from tfgeo import weights as weights_lib
 
 METRIC_KEY = "metric"
 OBJECTIVE_KEY = "objective"
@@ -61,23 +68,61 @@ def zip_batches(metric_dataset: tf.data.Dataset, objective_dataset: tf.data.Data
     return tf.data.Dataset.zip((metric_dataset, objective_dataset)).map(pair)
 
 
-def _split_inputs(x):
+def split_inputs(x):
+    """(metric inputs, objective inputs) of a batch's x (see `zip_batches`)."""
     if isinstance(x, dict) and METRIC_KEY in x and OBJECTIVE_KEY in x:
         return x[METRIC_KEY], x[OBJECTIVE_KEY]
     return x, x
 
 
+class DampingBackoff(keras.layers.Layer):
+    """Extra damping after failed steps, so a nearly singular or indefinite
+    metric gets regularised instead of failing again.
+
+    A failed step (zero step, weights kept) sets the extra damping to
+    `START` or multiplies it by `GROWTH`; a successful one divides it by
+    `DECAY`, down to 0 once it falls below `FLOOR`. `consecutive_failures`
+    counts failures since the last success (see `callbacks.StopOnFailedSteps`).
+    """
+
+    START = 1e-4
+    GROWTH = 10.0
+    DECAY = 10.0
+    FLOOR = 1e-10
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Every replica computes the same values: keep the first replica's.
+        self.extra_damping = self.add_weight(
+            name="extra_damping", shape=(), initializer="zeros", trainable=False,
+            dtype="float64", aggregation="only_first_replica")
+        self.consecutive_failures = self.add_weight(
+            name="consecutive_failures", shape=(), initializer="zeros", trainable=False,
+            aggregation="only_first_replica")
+        self.built = True
+
+    def update(self, failed) -> None:
+        extra = self.extra_damping
+        self.extra_damping.assign(tf.where(
+            failed, tf.maximum(self.GROWTH * extra, self.START),
+            tf.where(extra > self.FLOOR, extra / self.DECAY, tf.zeros_like(extra))))
+        self.consecutive_failures.assign(
+            tf.where(failed, self.consecutive_failures + 1.0, tf.zeros_like(self.consecutive_failures)))
+
+    def call(self, inputs):  # a layer must be callable; the back-off is not used as one
+        return inputs
+
+
 @keras.saving.register_keras_serializable(package="tfgeo")
-class GeodesicModel(keras.Model):
+class GeodesicModel(model_wrapper.ModelWrapper):
     """Wraps a model so that each `fit` step is a geodesic step.
 
     Args:
-      model: the network being walked (a built Keras model with logits outputs
-        for the 'fisher' metric).
+      model: the network being walked (a built Keras model with logits outputs).
       objective: a `tfgeo.objectives.Objective` giving v.
       step_size: eps > 0, Euclidean length of each step.
       damping: lambda >= 0 in (g + lambda I).
-      output_metric: 'euclidean' or 'fisher'.
+      output_metric: a name from `tfgeo.output_metrics.NAMES`.
       cg_max_iterations, cg_tolerance: conjugate-gradient budget per step.
       unroll_cg: straight-line CG (needed under tf.distribute all-reduces).
       clip_to_distance: for objectives with a goal point, shorten the last
@@ -85,41 +130,42 @@ class GeodesicModel(keras.Model):
         overshoot and circle its goal.
 
     Compute is counted in non-trainable variables (saved with the model):
-    `metric_products` (CG operator products), `quadratic_forms` (one JVP each,
-    for <theta, g theta>) and `objective_gradients` (one per step for
-    objectives that need a batch).
+    `metric_products` (CG operator products computed), `quadratic_forms`
+    (one JVP each, for <theta, g theta>) and `objective_gradients` (one per
+    step for objectives that need a batch).
     """
+
+    config_keys = ("step_size", "damping", "output_metric", "cg_max_iterations",
+                   "cg_tolerance", "unroll_cg", "clip_to_distance")
+    object_keys = ("objective",)
 
     def __init__(
         self,
         model: keras.Model,
         objective: objectives_lib.Objective,
-        step_size: float = 1e-2,
+        step_size: float = 0.05,
         damping: float = 1e-3,
         output_metric: str = "fisher",
         cg_max_iterations: int = 10,
         cg_tolerance: float = 1e-4,
         unroll_cg: bool = False,
-        clip_to_distance: bool = False,
+        clip_to_distance: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
-        if not model.built:
-            raise ValueError("model must be built (call it once or give it an Input).")
+        super().__init__(model, **kwargs)
         if not isinstance(objective, objectives_lib.Objective):
             raise TypeError(
-                f"objective must be a tfgeo.objectives.Objective, got {type(objective).__name__}."
-            )
-        if not step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}.")
-        if not damping >= 0:
-            raise ValueError(f"damping must be >= 0, got {damping}.")
-        if int(cg_max_iterations) < 1:
-            raise ValueError(f"cg_max_iterations must be >= 1, got {cg_max_iterations}.")
+                f"objective must be a tfgeo.objectives.Objective, got {type(objective).__name__}.")
+        if not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
+                and step_size > 0):
+            raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}.")
+        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+            raise ValueError(f"damping must be a finite number >= 0, got {damping!r}.")
+        if isinstance(cg_max_iterations, bool) or int(cg_max_iterations) != cg_max_iterations \
+                or cg_max_iterations < 1:
+            raise ValueError(f"cg_max_iterations must be an integer >= 1, got {cg_max_iterations!r}.")
         output_metrics.get(output_metric)  # validates the name
-        self.model = model
+        objective.check_model(model)
         self.objective = objective
         self.step_size = float(step_size)
         self.damping = float(damping)
@@ -128,26 +174,13 @@ class GeodesicModel(keras.Model):
         self.cg_tolerance = float(cg_tolerance)
         self.unroll_cg = bool(unroll_cg)
         self.clip_to_distance = bool(clip_to_distance) and objective.has_distance
-        # Every replica adds the same amounts: count them once.
-        self.path_length = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, name="path_length",
-            aggregation="only_first_replica",
-        )
         counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64",
-                       aggregation="only_first_replica")
+                       aggregation="only_first_replica")  # every replica adds the same amounts
+        self.path_length = self.add_weight(name="path_length", **{**counter, "dtype": None})
         self.metric_products = self.add_weight(name="metric_products", **counter)
-        # Back-off after a failed step (CG breakdown, non-finite values): the
-        # step is zero (weights kept) and extra damping is added, x10 per
-        # failure from 1e-4, /10 per success, so a nearly singular or
-        # indefinite metric gets regularised instead of failing again.
-        self.extra_damping = self.add_weight(
-            name="extra_damping", shape=(), initializer="zeros", trainable=False,
-            dtype="float64", aggregation="only_first_replica")
-        self.consecutive_failures = self.add_weight(
-            name="consecutive_failures", shape=(), initializer="zeros", trainable=False,
-            aggregation="only_first_replica")
         self.quadratic_forms = self.add_weight(name="quadratic_forms", **counter)
         self.objective_gradients = self.add_weight(name="objective_gradients", **counter)
+        self.backoff = DampingBackoff(name="damping_backoff")
         self.functional_change_tracker = keras.metrics.Mean(name="functional_change")
         self.path_length_tracker = LastValue(name="path_length")
         self.cg_iterations_tracker = keras.metrics.Mean(name="cg_iterations")
@@ -157,29 +190,54 @@ class GeodesicModel(keras.Model):
         self.distance_tracker = LastValue(name="distance_to_target")
         self.built = True
 
-    def call(self, inputs, training=False):
-        # Keras may call the wrapper on a zipped {"metric", "objective"} batch
-        # (e.g. to build it under tf.distribute): the objective part is the input.
-        _, inputs = _split_inputs(inputs)
-        return self.model(inputs, training=training)
-
     @property
-    def _walk_trackers(self):
-        trackers = [
-            self.functional_change_tracker,
-            self.path_length_tracker,
-            self.cg_iterations_tracker,
-            self.cg_residual_tracker,
-            self.cosine_tracker,
-            self.failed_steps_tracker,
-        ]
+    def walk_trackers(self) -> list:
+        """The walk's diagnostics, as logged (epoch means, except the running
+        `path_length`, the summed `failed_steps` and the last `distance_to_target`)."""
+        trackers = [self.functional_change_tracker, self.path_length_tracker,
+                    self.cg_iterations_tracker, self.cg_residual_tracker, self.cosine_tracker,
+                    self.failed_steps_tracker]
         if self.objective.has_distance:
             trackers.append(self.distance_tracker)
         return trackers
 
+    @property
+    def metrics(self):
+        # Compile's loss tracker only when a loss was compiled (else it stays
+        # empty); the distance tracker only for objectives with a goal.
+        own = {id(t) for t in (*self.walk_trackers, self.distance_tracker)}
+        compiled = [m for m in super().metrics if id(m) not in own
+                    and not (m.name == "loss" and self.loss is None)]
+        return compiled + self.walk_trackers
+
+    def call(self, inputs, training=False):
+        # Keras may call the wrapper on a zipped {"metric", "objective"} batch
+        # (e.g. to build it under tf.distribute): the objective part is the input.
+        _, inputs = split_inputs(inputs)
+        return self.model(inputs, training=training)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, refusing a walk that cannot move and saying when no step ran."""
+        if self.objective.has_distance:
+            distance = float(distribute.on_one_replica(self.objective.distance, self.model))
+            if distance == 0.0:
+                raise ValueError(
+                    "The objective's direction is zero at the start of the walk: the model "
+                    "already equals the target on every pulled coordinate (a pruning mask "
+                    "belongs in TowardTarget(keep=...), the pulled coordinates in pull=...).")
+        before = float(self.quadratic_forms.numpy())
+        history = super().fit(*args, **kwargs)
+        if float(self.quadratic_forms.numpy()) == before:
+            warnings.warn("GeodesicModel.fit ran no step: the dataset is empty.", stacklevel=2)
+        return history
+
+    def metric_operator(self, metric_inputs):
+        """The metric g at the current weights on `metric_inputs`, as an operator."""
+        return metric.MetricOperator(self.model, metric_inputs, self.output_metric)
+
     def geodesic_step(self, metric_inputs, objective_inputs=None, targets=None):
         """Computes one step at the current weights without applying it."""
-        operator = metric.MetricOperator(self.model, metric_inputs, self.output_metric)
+        operator = self.metric_operator(metric_inputs)
         direction = self.objective.direction(self.model, objective_inputs, targets)
         distributed = distribute.num_replicas() > 1
         if distributed:
@@ -194,7 +252,7 @@ class GeodesicModel(keras.Model):
             operator,
             direction,
             step_size=step_size,
-            damping=self.damping + tf.convert_to_tensor(self.extra_damping),
+            damping=self.damping + tf.convert_to_tensor(self.backoff.extra_damping),
             max_iterations=self.cg_max_iterations,
             tolerance=self.cg_tolerance,
             unroll=self.unroll_cg or distributed,  # no all-reduce inside while_loop
@@ -203,32 +261,16 @@ class GeodesicModel(keras.Model):
     def _update_compiled(self, x, y, sample_weight):
         """Compiled loss and metrics on (x, y) at the current weights."""
         y_pred = self(x, training=False)
-        loss_tracker = getattr(self, "_loss_tracker", None)
-        if loss_tracker is not None and getattr(self, "_compile_loss", None) is not None:
+        if self.loss is not None:
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-            # compute_loss divides by the replica count (for summed gradients); undo
-            # it for the tracker, as Keras's own train_step does.
-            loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)
-            loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+            self.record_loss(loss, tf.shape(y_pred)[0])
         self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _logs(self, include_walk):
-        walk = {m.name for m in self._walk_trackers}
-        hidden = {self.distance_tracker.name} - walk
-        if getattr(self, "_compile_loss", None) is None:
-            hidden.add("loss")  # compiled without a loss: its tracker stays empty
-        logs = {}
-        for name, value in self.get_metrics_result().items():
-            if name in hidden or (not include_walk and name in walk):
-                continue
-            logs[name] = value
-        return logs
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        metric_inputs, objective_inputs = _split_inputs(x)
+        metric_inputs, objective_inputs = split_inputs(x)
         result = self.geodesic_step(metric_inputs, objective_inputs, y)
-        distribute.apply_update(metric.backing_variables(self.model), result.step)
+        distribute.apply_update(weights_lib.backing_variables(self.model), result.step)
         change = tf.cast(result.functional_change, self.path_length.dtype)
         self.path_length.assign_add(tf.sqrt(tf.maximum(change, 0.0)))
         self.functional_change_tracker.update_state(change)
@@ -237,13 +279,8 @@ class GeodesicModel(keras.Model):
         self.cg_residual_tracker.update_state(result.cg.relative_residual)
         self.cosine_tracker.update_state(result.cosine)
         self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
-        failed = ~result.ok
-        self.extra_damping.assign(tf.where(
-            failed, tf.maximum(10.0 * self.extra_damping, 1e-4),
-            tf.where(self.extra_damping > 1e-10, self.extra_damping / 10.0, 0.0)))
-        self.consecutive_failures.assign(
-            tf.where(failed, self.consecutive_failures + 1.0, 0.0))
-        self.metric_products.assign_add(tf.cast(result.cg.iterations, tf.float64))
+        self.backoff.update(~result.ok)
+        self.metric_products.assign_add(tf.cast(result.cg.products, tf.float64))
         self.quadratic_forms.assign_add(tf.constant(1.0, tf.float64))
         if self.objective.needs_batch:
             self.objective_gradients.assign_add(tf.constant(1.0, tf.float64))
@@ -253,83 +290,47 @@ class GeodesicModel(keras.Model):
         # batch after the step, so the progress bar shows what the walk does.
         if y is not None:
             self._update_compiled(objective_inputs, y, sample_weight)
-        elif getattr(self, "_compile_metrics", None) is not None:
+        elif self.has_compiled_metrics():
             raise ValueError(
                 "GeodesicModel was compiled with metrics but the training data has no "
-                "labels: give (x, y) batches or compile without `metrics`."
-            )
-        return self._logs(include_walk=True)
+                "labels: give (x, y) batches or compile without `metrics`.")
+        return self.get_metrics_result()
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, x = _split_inputs(x)
+        _, x = split_inputs(x)
         self._update_compiled(x, y, sample_weight)
-        return self._logs(include_walk=False)
-
-    def get_config(self):
-        return {
-            "model": keras.saving.serialize_keras_object(self.model),
-            "objective": keras.saving.serialize_keras_object(self.objective),
-            "step_size": self.step_size,
-            "damping": self.damping,
-            "output_metric": self.output_metric,
-            "cg_max_iterations": self.cg_max_iterations,
-            "cg_tolerance": self.cg_tolerance,
-            "unroll_cg": self.unroll_cg,
-            "clip_to_distance": self.clip_to_distance,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(
-            config["model"], custom_objects=custom_objects
-        )
-        config["objective"] = keras.saving.deserialize_keras_object(
-            config["objective"], custom_objects=custom_objects
-        )
-        return cls(**config)
+        walk = {id(t) for t in self.walk_trackers}
+        return {k: v for m in self.metrics if id(m) not in walk
+                for k, v in _results(m).items()}
 
 
-class StopAtDistance(keras.callbacks.Callback):
-    """Stops a `GeodesicModel.fit` once `distance_to_target` <= `tolerance`."""
-
-    def __init__(self, tolerance: float):
-        super().__init__()
-        if not tolerance >= 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
-        self.tolerance = float(tolerance)
-        self.stopped_at = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        distance = (logs or {}).get("distance_to_target")
-        if distance is not None and float(distance) <= self.tolerance:
-            self.stopped_at = batch
-            self.model.stop_training = True
+def _results(tracker) -> dict:
+    result = tracker.result()
+    return result if isinstance(result, dict) else {tracker.name: result}
 
 
-class StopOnFailedSteps(keras.callbacks.Callback):
-    """Stops a `GeodesicModel.fit` after `patience` consecutive failed steps,
-    logging why. Failed steps leave the weights unchanged, so the model keeps
-    the last good weights."""
+class WalkReport(NamedTuple):
+    steps: int  # geodesic steps taken
+    failed_steps: float  # steps whose solve failed (zero steps)
+    history: keras.callbacks.History
 
-    def __init__(self, patience: int = 10):
-        super().__init__()
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}.")
-        self.patience = int(patience)
-        self.stopped_at = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        failures = float(self.model.consecutive_failures.numpy())
-        if failures >= self.patience:
-            from absl import logging
+def walk(walker: GeodesicModel, dataset, max_steps: int, log_every: int = 100, callbacks=(),
+         verbose: int = 2, patience: int = 20) -> WalkReport:
+    """Runs `walker.fit` on an endless `dataset` for at most `max_steps` steps.
 
-            self.stopped_at = batch
-            logging.warning(
-                "Stopping the walk: %d consecutive failed geodesic steps (conjugate gradient "
-                "broke down or met non-finite values, even with extra damping %.3g); the "
-                "weights are the last good ones.", int(failures),
-                float(self.model.extra_damping.numpy()))
-            self.model.stop_training = True
+    Each Keras epoch is `log_every` steps (one progress line); the walk also
+    ends when a callback stops it (e.g. `StopAtDistance`) or after `patience`
+    consecutive failed steps (`StopOnFailedSteps`).
+    """
+    if max_steps < 1 or log_every < 1:
+        raise ValueError(f"max_steps and log_every must be >= 1, got {max_steps}, {log_every}.")
+    per_epoch = min(log_every, max_steps)
+    counter = callbacks_lib.StepCounter(limit=max_steps)
+    history = walker.fit(
+        dataset, steps_per_epoch=per_epoch, epochs=math.ceil(max_steps / per_epoch),
+        verbose=verbose, shuffle=False,
+        callbacks=[counter, callbacks_lib.StopOnFailedSteps(patience), *callbacks])
+    failed = float(sum(history.history.get("failed_steps", [0.0])))
+    return WalkReport(counter.count, failed, history)

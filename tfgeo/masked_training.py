@@ -14,11 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo import distribute
+from tfgeo import model_wrapper
 from tfgeo import pruning
+from tfgeo import weights as weights_lib
 
 
 @keras.saving.register_keras_serializable(package="tfgeo")
-class MaskedModel(keras.Model):
+class MaskedModel(model_wrapper.ModelWrapper):
     """Gradient steps projected onto a 0/1 mask per trainable variable.
 
     Args:
@@ -28,10 +30,7 @@ class MaskedModel(keras.Model):
     """
 
     def __init__(self, model: keras.Model, masks=None, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(model, keras.Model) or not model.built:
-            raise ValueError("model must be a built keras.Model.")
-        self.model = model
+        super().__init__(model, **kwargs)
         self.masks = [
             self.add_weight(shape=tuple(w.shape), initializer="ones", trainable=False,
                             dtype=w.dtype, name=f"mask_{i}")
@@ -40,9 +39,6 @@ class MaskedModel(keras.Model):
         if masks is not None:
             self.set_masks(masks)
         self.built = True
-
-    def call(self, inputs, training=False):
-        return self.model(inputs, training=training)
 
     def set_masks(self, masks, project: bool = True):
         """Replaces the masks (and, by default, projects the weights onto them)."""
@@ -60,34 +56,18 @@ class MaskedModel(keras.Model):
             w.assign(w * m)
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight, y_pred, loss, grads = self.loss_and_gradients(data)
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                     training=True)
-        grads = tape.gradient(loss, variables)
         # Masked gradients keep the optimizer's moments of pruned weights at
         # zero; the projection after the update makes the zeros exact.
         grads = [g * tf.cast(m, g.dtype) for g, m in zip(grads, self.masks)]
         self.optimizer.apply(grads, variables)
         # Projection as an update (w + (w m - w) is exactly w m for m in {0, 1}),
         # so it also runs in a replica context under tf.distribute.
-        distribute.apply_update([getattr(w, "value", w) for w in variables],
+        distribute.apply_update(weights_lib.backing_variables(self.model),
                                 [w * tf.cast(m, w.dtype) - w for w, m in zip(variables, self.masks)])
-        loss = loss * tf.cast(distribute.num_replicas(), loss.dtype)  # undo compute_loss's scaling
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+        self.record_loss(loss, tf.shape(y_pred)[0])
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_config(self):
-        return {"model": keras.saving.serialize_keras_object(self.model), "name": self.name}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"],
-                                                                custom_objects=custom_objects)
-        return cls(**config)
 
 
 class GradualPruning(keras.callbacks.Callback):
@@ -118,19 +98,18 @@ class GradualPruning(keras.callbacks.Callback):
             return False
         return step == self.end_step or (step - self.begin_step) % self.frequency == 0
 
+    def _prune_to(self, sparsity):
+        weights = weights_lib.get_trainable(self.model.model)
+        self.model.set_masks(pruning.magnitude_masks(weights, sparsity, self.which, self.scope))
+        self.sparsities.append((self.step, sparsity))
+
     def on_train_batch_begin(self, batch, logs=None):
         if self._due(self.step):
-            s = pruning.polynomial_decay_sparsity(self.step, self.initial, self.final,
-                                                  self.begin_step, self.end_step, self.power)
-            weights = [w.numpy() for w in self.model.model.trainable_variables]
-            self.model.set_masks(pruning.magnitude_masks(weights, s, self.which, self.scope))
-            self.sparsities.append((self.step, s))
+            self._prune_to(pruning.polynomial_decay_sparsity(
+                self.step, self.initial, self.final, self.begin_step, self.end_step, self.power))
         self.step += 1
 
     def on_train_end(self, logs=None):
         # A run shorter than end_step still ends at the final sparsity.
         if not self.sparsities or self.sparsities[-1][1] != self.final:
-            weights = [w.numpy() for w in self.model.model.trainable_variables]
-            self.model.set_masks(pruning.magnitude_masks(weights, self.final, self.which,
-                                                         self.scope))
-            self.sparsities.append((self.step, self.final))
+            self._prune_to(self.final)

@@ -1,10 +1,11 @@
-"""Matrix-free products with the pulled-back metric g(w) = (1/N) sum_i J_i^T M_i J_i.
+"""The metric pulled back from the outputs: g(w) = (1/N) sum_i J_i^T M_i J_i, matrix-free.
 
 `metric_vector_product` computes g v as a forward-mode JVP (u = J v, by
 `tf.autodiff.ForwardAccumulator`) followed by one reverse-mode VJP
 (J^T (M u) / N, by `tf.GradientTape.gradient(..., output_gradients=...)`).
 No Jacobian is formed and nothing is differentiated twice, so the cost is
 about one forward pass, one JVP and one backward pass (1.5-2x a gradient).
+`MetricOperator` is the same product as a `tfgeo.linear_operator.LinearOperator`.
 """
 from __future__ import annotations
 
@@ -13,44 +14,26 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfgeo import linear_operator
 from tfgeo import output_metrics
-from tfgeo import vectors
+from tfgeo import weights as weights_lib
 
-
-def backing_variables(model: keras.Model) -> list[tf.Variable]:
-    """The `tf.Variable`s behind `model.trainable_variables`.
-
-    Keras 3 wraps each weight in a `keras.Variable`; tapes and forward
-    accumulators must be given the backing `tf.Variable` (`.value`) or they
-    do not see the reads the layers make.
-    """
-    return [getattr(w, "value", w) for w in model.trainable_variables]
-
-
-def _check_vector(model, vector):
-    variables = model.trainable_variables
-    if len(vector) != len(variables):
-        raise ValueError(
-            f"Weight-space vector has {len(vector)} tensors but the model has "
-            f"{len(variables)} trainable variables."
-        )
-    for v, w in zip(vector, variables):
-        if tuple(v.shape) != tuple(w.shape):
-            raise ValueError(
-                f"Vector entry of shape {tuple(v.shape)} does not match variable "
-                f"{w.path} of shape {tuple(w.shape)}."
-            )
+# Kept here for callers of the original API.
+backing_variables = weights_lib.backing_variables
 
 
 def _batch_size(outputs):
     return tf.cast(tf.shape(outputs)[0], outputs.dtype)
 
 
+def _tangents(variables, vector):
+    return [tf.convert_to_tensor(t, dtype=w.dtype) for t, w in zip(vector, variables)]
+
+
 def output_jvp(model, inputs, vector, training=False):
     """Returns (f(x, w), J v): outputs [N, ...] and their directional derivative."""
-    variables = backing_variables(model)
-    tangents = [tf.convert_to_tensor(t, dtype=w.dtype) for t, w in zip(vector, variables)]
-    with tf.autodiff.ForwardAccumulator(variables, tangents) as acc:
+    variables = weights_lib.backing_variables(model)
+    with tf.autodiff.ForwardAccumulator(variables, _tangents(variables, vector)) as acc:
         outputs = model(inputs, training=training)
     jv = acc.jvp(outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return outputs, jv
@@ -69,19 +52,18 @@ def metric_vector_product(
       model: a Keras model; the metric is over `model.trainable_variables`.
       inputs: a batch the model accepts, leading dimension N.
       vector: list of tensors shaped like `model.trainable_variables`.
-      output_metric: 'euclidean', 'fisher' or an `OutputMetric`.
+      output_metric: a name from `tfgeo.output_metrics.NAMES` or an `OutputMetric`.
       training: passed to the model call. Keep False so that dropout and
         batch normalization use inference behaviour and g is deterministic.
     Returns:
       g v, a list of tensors shaped like `vector`.
     """
-    _check_vector(model, vector)
+    weights_lib.check_vector(model, vector)
     metric = output_metrics.get(output_metric)
-    variables = backing_variables(model)
-    tangents = [tf.convert_to_tensor(t, dtype=w.dtype) for t, w in zip(vector, variables)]
+    variables = weights_lib.backing_variables(model)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(variables)
-        with tf.autodiff.ForwardAccumulator(variables, tangents) as acc:
+        with tf.autodiff.ForwardAccumulator(variables, _tangents(variables, vector)) as acc:
             outputs = model(inputs, training=training)
         jv = acc.jvp(outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     # M is evaluated at the current outputs and held fixed: g is a Gauss-Newton
@@ -99,37 +81,34 @@ def metric_quadratic_form(
     model, inputs, vector, output_metric="euclidean", training=False
 ) -> tf.Tensor:
     """<v, g v> = (1/N) sum_i ||J_i v||^2_{M_i}, from one JVP (no reverse pass)."""
-    _check_vector(model, vector)
+    weights_lib.check_vector(model, vector)
     metric = output_metrics.get(output_metric)
     outputs, jv = output_jvp(model, inputs, vector, training=training)
     return tf.reduce_sum(metric.per_example_quadratic(outputs, jv)) / _batch_size(outputs)
 
 
-class MetricOperator:
-    """The linear operator v -> g(w) v at the model's current weights on one batch.
+class MetricOperator(linear_operator.LinearOperator):
+    """v -> g(w) v at the model's current weights on one batch.
 
-    The operator reads the model's variables at each call, so it always acts
-    with the metric at the current point. Subclasses (e.g. a distributed
-    operator) may override `__call__` and `quadratic_form` to reduce across
-    replicas.
+    The operator reads the model's variables at each product, so it always
+    acts with the metric at the current point; its quadratic form takes one
+    JVP instead of a full product.
     """
 
-    def __init__(self, model, inputs, output_metric="euclidean", training=False):
+    def __init__(self, model: keras.Model, inputs, output_metric="euclidean",
+                 training: bool = False):
+        weights_lib.check_trainable(model)
+        variables = model.trainable_variables
+        super().__init__([w.shape for w in variables], variables[0].dtype)
         self.model = model
         self.inputs = inputs
         self.output_metric = output_metrics.get(output_metric)
         self.training = training
 
-    def __call__(self, vector):
-        return metric_vector_product(
-            self.model, self.inputs, vector, self.output_metric, self.training
-        )
+    def _matvec(self, vector):
+        return metric_vector_product(self.model, self.inputs, vector, self.output_metric,
+                                     self.training)
 
     def quadratic_form(self, vector):
-        return metric_quadratic_form(
-            self.model, self.inputs, vector, self.output_metric, self.training
-        )
-
-    def dot(self, a, b):
-        """Inner product used by the solver; overridable for sharded vectors."""
-        return vectors.dot(a, b)
+        return metric_quadratic_form(self.model, self.inputs, self.check(vector),
+                                     self.output_metric, self.training)

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgeo import metric
 from tfgeo import vectors
+from tfgeo import weights as weights_lib
 
 
 class Objective(keras.layers.Layer):
@@ -29,6 +29,9 @@ class Objective(keras.layers.Layer):
         """Distance from the model to the objective's goal, or None if it has none."""
         return None
 
+    def check_model(self, model) -> None:
+        """Raises ValueError if this objective cannot steer `model`."""
+
     def call(self, inputs):  # Layers must be callable; objectives are not used as layers.
         return inputs
 
@@ -37,63 +40,105 @@ def _shapes(weights):
     return [tuple(int(d) for d in np.shape(w)) for w in weights]
 
 
+def _pull_mask(pull, keep):
+    """The pulled coordinates (1) from either `pull` or `keep` (its complement)."""
+    if pull is not None and keep is not None:
+        raise ValueError("Give TowardTarget either pull= or keep=, not both.")
+    if keep is not None:
+        _check_binary(keep, "keep")
+        return [1.0 - np.asarray(k) for k in keep]
+    if pull is not None:
+        _check_binary(pull, "pull")
+    return pull
+
+
+def _check_binary(masks, argument):
+    for i, m in enumerate(masks):
+        m = np.asarray(m)
+        if not np.all((m == 0) | (m == 1)):
+            bad = m[(m != 0) & (m != 1)].ravel()[:3]
+            raise ValueError(f"{argument}[{i}] must hold only 0 and 1, found {bad.tolist()}.")
+
+
 @keras.saving.register_keras_serializable(package="tfgeo")
 class TowardTarget(Objective):
     """v = m * (w_target - w): move toward a target weight vector.
 
     Args:
       target: list of arrays shaped like the model's trainable variables.
-      mask: optional list of 0/1 arrays of the same shapes; coordinates with
-        mask 0 get no pull (and are left out of `distance`).
-      shapes: for deserialisation only (weights are then loaded from the file).
+      pull: optional 0/1 arrays of the same shapes: the coordinates pulled
+        toward the target (1); the others (0) get no pull, move freely, and
+        are left out of `distance`.
+      keep: the complement, as a pruning mask reads: 1 marks a weight that is
+        kept (free), 0 one that is pulled toward the target (to zero, for a
+        pruned target). Give at most one of `pull` and `keep`.
+      shapes, masked: for deserialisation only (weights are then loaded from the file).
     """
 
     needs_batch = False
     has_distance = True
 
-    def __init__(self, target=None, mask=None, shapes=None, masked=None, **kwargs):
+    def __init__(self, target=None, pull=None, keep=None, shapes=None, masked=None, **kwargs):
+        if "mask" in kwargs:
+            raise TypeError("TowardTarget takes pull= (the coordinates pulled toward the target) "
+                            "or keep= (a pruning mask: 1 = kept and free, 0 = pulled), not mask=.")
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         if target is None and shapes is None:
             raise ValueError("TowardTarget needs `target` (list of arrays).")
+        pull = _pull_mask(pull, keep)
         shapes = _shapes(target) if target is not None else [tuple(s) for s in shapes]
-        self.masked = bool(mask is not None) if masked is None else bool(masked)
-        if mask is not None and _shapes(mask) != shapes:
-            raise ValueError(f"mask shapes {_shapes(mask)} differ from target shapes {shapes}.")
+        self.masked = bool(pull is not None) if masked is None else bool(masked)
+        if pull is not None and _shapes(pull) != shapes:
+            raise ValueError(f"mask shapes {_shapes(pull)} differ from target shapes {shapes}.")
         self._shape_list = shapes
+        dtypes = [None] * len(shapes) if target is None else [
+            np.asarray(t).dtype.name for t in target]
         self.targets = [
-            self.add_weight(
-                shape=s, initializer="zeros", trainable=False, name=f"target_{i}",
-                dtype=None if target is None else np.asarray(target[i]).dtype.name,
-            )
-            for i, s in enumerate(shapes)
+            self.add_weight(shape=s, initializer="zeros", trainable=False, name=f"target_{i}",
+                            dtype=d)
+            for i, (s, d) in enumerate(zip(shapes, dtypes))
         ]
         self.masks = (
             [self.add_weight(shape=s, initializer="ones", trainable=False, name=f"mask_{i}",
-                             dtype=None if target is None else np.asarray(target[i]).dtype.name)
-             for i, s in enumerate(shapes)]
+                             dtype=d)
+             for i, (s, d) in enumerate(zip(shapes, dtypes))]
             if self.masked else []
         )
         if target is not None:
-            self.set_target(target, mask)
+            self.set_target(target, pull=pull)
         self.built = True
 
-    def set_target(self, target, mask=None):
-        """Replaces the target (and mask, when the objective is masked)."""
+    def set_target(self, target, pull=None, keep=None):
+        """Replaces the target (and the mask, given as `pull` or `keep`)."""
         if _shapes(target) != self._shape_list:
             raise ValueError(f"target shapes {_shapes(target)} differ from {self._shape_list}.")
+        if not all(np.isfinite(np.asarray(t)).all() for t in target):
+            raise ValueError("target has NaN or Inf entries.")
+        pull = _pull_mask(pull, keep)
         for var, t in zip(self.targets, target):
             var.assign(np.asarray(t))
-        if mask is not None:
+        if pull is not None:
             if not self.masked:
                 raise ValueError("This TowardTarget was built without a mask.")
-            for var, m in zip(self.masks, mask):
+            for var, m in zip(self.masks, pull):
                 var.assign(np.asarray(m))
 
+    def check_model(self, model):
+        if _shapes(model.trainable_variables) != list(self._shape_list):
+            raise ValueError(
+                "Objective was built for weights of shapes "
+                f"{list(self._shape_list)} but the model's trainable variables have shapes "
+                f"{_shapes(model.trainable_variables)}.")
+        for t, w in zip(self.targets, model.trainable_variables):
+            if t.dtype != w.dtype:
+                raise ValueError(f"target dtype {t.dtype} differs from the model's weight "
+                                 f"{w.path} dtype {w.dtype}: build the target in the model's dtype.")
+
     def _difference(self, model):
-        _check_shapes(model, self._shape_list)
+        self.check_model(model)
         diff = [tf.convert_to_tensor(t) - tf.convert_to_tensor(w)
-                for t, w in zip(self.targets, metric.backing_variables(model))]
+                for t, w in zip(self.targets, weights_lib.backing_variables(model))]
         if self.masked:
             diff = vectors.multiply(diff, [tf.convert_to_tensor(m) for m in self.masks])
         return diff
@@ -131,7 +176,7 @@ class TaskLossDescent(Objective):
     def direction(self, model, inputs=None, targets=None):
         if inputs is None or targets is None:
             raise ValueError("TaskLossDescent needs a batch: inputs and targets.")
-        variables = metric.backing_variables(model)
+        variables = weights_lib.backing_variables(model)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss = self.loss(targets, model(inputs, training=False))
@@ -148,12 +193,3 @@ class TaskLossDescent(Objective):
         config = dict(config)
         config["loss"] = keras.losses.deserialize(config["loss"])
         return cls(**config)
-
-
-def _check_shapes(model, shapes):
-    model_shapes = [tuple(int(d) for d in w.shape) for w in model.trainable_variables]
-    if model_shapes != list(shapes):
-        raise ValueError(
-            "Objective was built for weights of shapes "
-            f"{list(shapes)} but the model's trainable variables have shapes {model_shapes}."
-        )

@@ -17,27 +17,18 @@ Weights here mean the model's trainable variables (as numpy arrays).
 """
 from __future__ import annotations
 
-import math
 import time
 
 import keras
 import numpy as np
 
+from tfgeo import callbacks as callbacks_lib
 from tfgeo import geodesic_model
+from tfgeo import losses
 from tfgeo import masked_training
 from tfgeo import objectives
 from tfgeo import pruning
-
-
-def trainable_weights(model: keras.Model) -> list[np.ndarray]:
-    return [w.numpy() for w in model.trainable_variables]
-
-
-def set_trainable_weights(model: keras.Model, weights) -> None:
-    if len(weights) != len(model.trainable_variables):
-        raise ValueError(f"{len(weights)} arrays for {len(model.trainable_variables)} variables.")
-    for var, w in zip(model.trainable_variables, weights):
-        var.assign(np.asarray(w, dtype=var.dtype))
+from tfgeo import weights as weights_lib
 
 
 class GeodesicPruner:
@@ -55,8 +46,8 @@ class GeodesicPruner:
             raise ValueError(f"tolerance must be in [0, 1), got {tolerance}.")
         if max_steps < 1 or log_every < 1:
             raise ValueError("max_steps and log_every must be >= 1.")
-        zeros = [np.zeros(w.shape, w.dtype) for w in trainable_weights(model)]
-        self.objective = objectives.TowardTarget(zeros, mask=[np.ones_like(z) for z in zeros])
+        zeros = [np.zeros(w.shape, w.dtype) for w in weights_lib.get_trainable(model)]
+        self.objective = objectives.TowardTarget(zeros, pull=[np.ones_like(z) for z in zeros])
         self.walker = geodesic_model.GeodesicModel(
             model, self.objective, step_size=step_size, damping=damping,
             output_metric=output_metric, cg_max_iterations=cg_max_iterations,
@@ -79,27 +70,22 @@ class GeodesicPruner:
           end_distance (just before projecting), failed_steps, seconds.
         """
         zeros = [np.zeros_like(m) for m in masks]
-        self.objective.set_target(zeros, [1.0 - m for m in masks])
+        self.objective.set_target(zeros, keep=masks)
         start_distance = float(self.objective.distance(self.model))
         counters = (float(self.walker.metric_products.numpy()),
                     float(self.walker.quadratic_forms.numpy()))
-        stop = geodesic_model.StopAtDistance(self.tolerance * start_distance)
-        steps = self.StepCounter()
         began = time.time()
+        steps, failed = 0, 0.0
         if start_distance > 0:
-            history = self.walker.fit(
-                metric_dataset, steps_per_epoch=min(self.log_every, self.max_steps),
-                epochs=math.ceil(self.max_steps / min(self.log_every, self.max_steps)),
-                verbose=self.verbose, shuffle=False,
-                callbacks=[stop, steps, geodesic_model.StopOnFailedSteps(20), *callbacks],
-            )
-            failed = float(sum(history.history.get("failed_steps", [0.0])))
-        else:
-            failed = 0.0
+            stop = callbacks_lib.StopAtDistance(self.tolerance * start_distance)
+            steps, failed, _ = geodesic_model.walk(
+                self.walker, metric_dataset, self.max_steps, self.log_every,
+                callbacks=[stop, *callbacks], verbose=self.verbose)
         end_distance = float(self.objective.distance(self.model))
-        set_trainable_weights(self.model, pruning.apply_masks(trainable_weights(self.model), masks))
+        weights_lib.set_trainable(self.model,
+                                  pruning.apply_masks(weights_lib.get_trainable(self.model), masks))
         return {
-            "steps": steps.count,
+            "steps": steps,
             "metric_products": float(self.walker.metric_products.numpy()) - counters[0],
             "quadratic_forms": float(self.walker.quadratic_forms.numpy()) - counters[1],
             "start_distance": start_distance,
@@ -107,14 +93,6 @@ class GeodesicPruner:
             "failed_steps": failed,
             "seconds": time.time() - began,
         }
-
-    class StepCounter(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.count += 1
 
 
 def one_shot(weights, sparsity: float, which=None, scope: str = "global"):
@@ -148,7 +126,7 @@ def gradual_prune(model: keras.Model, dataset, initial: float, final: float, ste
     the steps (then fine-tunes at `final`). Ends exactly at `final`."""
     if not 0 < pruning_fraction <= 1:
         raise ValueError(f"pruning_fraction must be in (0, 1], got {pruning_fraction}.")
-    masks = pruning.magnitude_masks(trainable_weights(model), initial, which, scope)
+    masks = pruning.magnitude_masks(weights_lib.get_trainable(model), initial, which, scope)
     masked = masked_training.MaskedModel(model, masks)
     schedule = masked_training.GradualPruning(
         initial, final, begin_step=0, end_step=max(int(pruning_fraction * steps) - 1, 0),
@@ -159,10 +137,11 @@ def gradual_prune(model: keras.Model, dataset, initial: float, final: float, ste
         masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
                    callbacks=[schedule], shuffle=False)
     else:
-        masked.set_masks(pruning.magnitude_masks(trainable_weights(model), final, which, scope))
+        masked.set_masks(pruning.magnitude_masks(weights_lib.get_trainable(model), final, which,
+                                                 scope))
     return {"steps": int(steps), "gradients": float(steps), "seconds": time.time() - began,
             "mask_updates": len(schedule.sparsities)}
 
 
 def _loss(loss):
-    return loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return loss or losses.classification_loss()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.runner_process import run_module
-from tests.test_runners_sparsify import MNIST
+from tests.shared_data import MNIST
 
 
 def _run(*args):

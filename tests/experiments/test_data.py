@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tfgeo import data
+from tfgeo.experiments import data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+from tests.shared_data import CIFAR10_ARCHIVE
+from tests.shared_data import MNIST as SHARED_MNIST
 
 
 def test_digits_offline():
@@ -104,7 +104,7 @@ def test_pipeline_static_shapes():
 
 def test_cifar10_jpeg_archive_as_image_folder():
     # JPEG re-encodings of CIFAR-10 (lossy; results on them are labelled so).
-    archive = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10_jpg.tar.gz")
+    archive = CIFAR10_ARCHIVE
     assert os.path.isfile(archive), f"shared CIFAR-10 JPEG archive missing at {archive}"
     ds = data.load("image_folder", image_folder=archive)
     assert ds.train.x.shape == (50000, 32, 32, 3) and ds.test.x.shape == (10000, 32, 32, 3)

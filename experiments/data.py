@@ -85,6 +85,8 @@ def load_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = N
     if manual_dir is not None and not os.path.isdir(manual_dir):
         raise ValueError(f"manual_dir {manual_dir!r} is not a directory.")
     builder = tfds.builder(name, data_dir=data_dir)
+    if manual_dir is not None and not builder.is_prepared():
+        check_manual_dir(builder, manual_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     splits = {}
@@ -100,6 +102,34 @@ def load_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = N
         input_shape=tuple(splits["train"].x.shape[1:]),
         num_classes=builder.info.features["label"].num_classes, name=name,
     )
+
+
+def check_manual_dir(builder, manual_dir: str) -> None:
+    """Raises ValueError naming the first file tfds needs that `manual_dir`
+    lacks or holds with other contents (size or sha256), instead of letting
+    tfds fall back to a download that cannot succeed offline."""
+    import hashlib
+
+    infos = getattr(builder, "url_infos", None) or {}
+    for url, info in sorted(infos.items()):
+        filename = getattr(info, "filename", None) or url.rsplit("/", 1)[-1]
+        path = os.path.join(manual_dir, filename)
+        if not os.path.isfile(path):
+            raise ValueError(f"manual_dir {manual_dir!r} lacks {filename} (the original file "
+                             f"from {url}).")
+        size = getattr(info, "size", None)
+        if size is not None and os.path.getsize(path) != int(size):
+            raise ValueError(f"manual_dir {manual_dir!r}: {filename} has "
+                             f"{os.path.getsize(path)} bytes, the original {int(size)}.")
+        checksum = getattr(info, "checksum", None)
+        if checksum:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != checksum:
+                raise ValueError(f"manual_dir {manual_dir!r}: {filename} is not the original "
+                                 "file (sha256 differs).")
 
 
 def extract_archive(archive: str, destination: str) -> str:
@@ -268,3 +298,29 @@ def to_dataset(
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def load_splits(data_config, seed: int = 0):
+    """(dataset, train, validation) for a `config.DataConfig`: validation is a
+    held-out part of the training split (None for fraction 0), and train is
+    optionally a seeded subset of the rest. The test split stays in `dataset`."""
+    ds = load(data_config.dataset, seed=seed, data_dir=data_config.data_dir,
+              manual_dir=data_config.manual_dir, image_folder=data_config.image_folder)
+    train, validation = ds.train, None
+    if data_config.validation_fraction > 0:
+        train, validation = validation_split(ds.train, data_config.validation_fraction, seed)
+    if 0 < data_config.train_examples < len(train.y):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(train.y))[
+            :data_config.train_examples])
+        train = ArraySplit(train.x[keep], train.y[keep])
+    return ds, train, validation
+
+
+def load_run_splits(data_config, seed: int = 0):
+    """`load_splits`, with any failure to load reported as an input error naming --dataset."""
+    from . import config as config_lib
+
+    try:
+        return load_splits(data_config, seed)
+    except (ValueError, OSError) as e:
+        raise config_lib.InputError(f"--dataset={data_config.dataset}: {e}") from None

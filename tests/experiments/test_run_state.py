@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from tfgeo import run_state
+from tfgeo.experiments import run_state
 
 
 def test_round_trip_and_resume(tmp_path):

@@ -20,7 +20,7 @@ def test_train_digits_twice_same_numbers(tmp_path):
         with open(os.path.join(out, "results.json")) as f:
             res = json.load(f)
         assert os.path.exists(os.path.join(out, "model.keras"))
-        assert res["flags"]["seed"] == 3 and res["dataset"] == "digits"
+        assert res["config"]["seed"] == 3 and res["dataset"] == "digits"
         summaries.append(res["summary"])
     assert summaries[0]["test_accuracy"] > 0.9
     # Same seed, same machine: same numbers (tolerance 1e-6 on losses).

@@ -25,7 +25,7 @@ def test_walk_demo_end_to_end(tmp_path):
     assert summary["geodesic_then_pruned_test_accuracy"] > summary["one_shot_pruned_test_accuracy"]
     distances = [r["distance_to_target"] for r in res["path"]]
     assert distances[-1] < 0.5 * distances[0]
-    assert res["flags"]["steps"] == 120
+    assert res["config"]["steps"] == 120
     assert "distance_to_target" in proc.stdout and "one_shot_pruned_test_accuracy" in proc.stdout
 
 

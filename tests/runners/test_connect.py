@@ -5,7 +5,7 @@ import os
 import pytest
 
 from tests.runner_process import run_module
-from tfgeo import connect
+from tfgeo.experiments import connect
 
 
 def _run(*args):

@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from models import mlp as mlp_lib
+from tfgeo.models import mlp as mlp_lib
 from tfgeo import multihead
-from tfgeo import continual
-from tfgeo import data
+from tfgeo.experiments import continual
+from tfgeo.experiments import data
 from tfgeo import geodesic
 from tfgeo import metric
 from tfgeo import objectives

@@ -1,7 +1,7 @@
 """PNG plots of results (matplotlib, headless)."""
 from __future__ import annotations
 
-from tfgeo import results
+from . import results
 
 
 def _save(fig, path):

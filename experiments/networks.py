@@ -1,0 +1,99 @@
+"""The networks of a run: built from the zoo by name, trained, or loaded and checked."""
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from tfgeo import model_wrapper
+from tfgeo.models import registry
+
+from . import config as config_lib
+from . import data as data_lib
+from . import results
+from . import run_state as run_state_lib
+
+
+def options(network: config_lib.NetworkConfig) -> dict:
+    """The zoo builder's keyword options for `network.model`."""
+    if network.model == "mlp":
+        return {"hidden": tuple(int(h) for h in network.hidden)}
+    if network.model.startswith("vgg"):
+        return {"batch_norm": network.batch_norm, "width": network.width}
+    return {}
+
+
+def check_fits(network: config_lib.NetworkConfig, dataset: str) -> None:
+    """Raises ValueError (naming --model) when the model cannot take the dataset's images."""
+    if network.model.startswith("vgg") and dataset in ("digits", "mnist"):
+        raise config_lib.InputError(f"--model={network.model} needs 32x32 inputs; --dataset={dataset} has "
+                         "8x8 or 28x28 images.")
+
+
+def build(network: config_lib.NetworkConfig, input_shape, num_classes: int) -> keras.Model:
+    """A fresh zoo network (raises ValueError naming --model if it cannot fit the inputs)."""
+    try:
+        return registry.get(network.model, input_shape, num_classes, **options(network))
+    except ValueError as e:  # e.g. a conv net on inputs too small for its pooling
+        raise config_lib.InputError(f"--model={network.model} does not fit inputs {tuple(input_shape)}: "
+                         f"{e}") from None
+
+
+def load(path: str, input_shape, num_classes: int, argument: str = "--start_model") -> keras.Model:
+    """A saved `.keras` network, checked to take `input_shape`, output
+    `num_classes` logits and hold finite weights; ValueError names `argument`."""
+    if os.path.isdir(path):
+        raise config_lib.InputError(f"{argument}={path} is a folder, not a .keras file.")
+    if not os.path.isfile(path):
+        raise config_lib.InputError(f"{argument}={path} does not exist.")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise config_lib.InputError(f"{argument}={path} cannot be loaded (not a valid .keras file: "
+                         f"{type(e).__name__}: {first})") from None
+    expected = (None, *input_shape)
+    got = tuple(model.input_shape) if hasattr(model, "input_shape") else None
+    outputs = int(model.output_shape[-1])
+    if got != expected or outputs != num_classes:
+        raise config_lib.InputError(f"{argument}={path} takes inputs {got} with {outputs} outputs; the "
+                         f"data has inputs {expected} and {num_classes} classes.")
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise config_lib.InputError(f"{argument}={path} has NaN or Inf weights.")
+    try:
+        model_wrapper.check_network(model, f"{argument}={path}")
+    except (TypeError, ValueError) as e:
+        raise config_lib.InputError(str(e)) from None
+    return model
+
+
+def start_network(path: str | None, network: config_lib.NetworkConfig,
+                  train: config_lib.TrainConfig, ds: data_lib.ArrayDataset,
+                  train_split: data_lib.ArraySplit, validation, state: run_state_lib.RunState,
+                  seed: int, name: str = "start.keras", argument: str = "--start_model",
+                  jit_compile: bool = False, verbose: int = 2) -> keras.Model:
+    """The run's starting network: loaded from `path`, or trained with `train`
+    from `seed` and saved as `name` in the run's folder (reused by a resumed
+    run with the same flags, never by a run with other flags)."""
+    if path:
+        model = load(path, ds.input_shape, ds.num_classes, argument)
+        logging.info("Starting network: %s", path)
+        return model
+    if state.reusable(name):
+        logging.info("Reusing %s trained earlier by this run.", name)
+        return load(os.path.join(state.output_dir, name), ds.input_shape, ds.num_classes,
+                    argument)
+    keras.utils.set_random_seed(seed)  # same seed, same starting network
+    model = build(network, ds.input_shape, ds.num_classes)
+    logging.info("Training %s (%s, %d epochs, seed %d)...", name, network.model, train.epochs,
+                 seed)
+    from . import training  # training imports this module
+
+    training.train_classifier(model, train_split, validation, epochs=train.epochs,
+                              batch_size=train.batch_size, learning_rate=train.learning_rate,
+                              lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
+                              verbose=verbose)
+    results.save_model(model, state.artifact(name))
+    return model

@@ -1,0 +1,200 @@
+"""What every runner shares: flags from a run's config, one `main`, the report.
+
+A runner is its application's config dataclass (`tfgeo.experiments.config`)
+turned into absl flags, and the application's `run(config)`:
+
+    CONFIG = sparsification.SparsifyConfig
+    common.define_flags(CONFIG)
+    if __name__ == "__main__":
+        common.main(CONFIG, sparsification.run)
+
+Every field becomes one flag with the field's help, default and checks
+(bounds, choices, finite floats, existing paths), so a bad value stops the
+run at flag parsing with one line naming the flag. `main` then builds the
+config, runs it under the --strategy, writes results.json and the plots,
+and prints the summary table. Input errors, diverged results and Ctrl-C end
+with one line, not a traceback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tfgeo.experiments import config as config_lib
+from tfgeo.experiments import results
+
+FLAGS = flags.FLAGS
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# More logical devices than this on one CPU only slows TensorFlow's start to a crawl.
+MAX_LOGICAL_CPUS = 64
+
+
+def _define(name: str, default, meta: dict) -> None:
+    help_text = meta["help"]
+    bounds = config_lib.describe_bounds(meta)
+    if bounds:
+        help_text += f" ({bounds})"
+    choices, element = meta.get("choices"), meta.get("element")
+    if isinstance(default, bool):
+        flags.DEFINE_bool(name, default, help_text)
+    elif isinstance(default, tuple) or element is not None:
+        if choices:
+            help_text += f" Some of: {', '.join(choices)}."
+        flags.DEFINE_list(name, [str(v) for v in default], help_text)
+    elif choices:
+        flags.DEFINE_enum(name, default, list(choices), help_text)
+    elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help_text)
+    elif isinstance(default, float) or (default is None and bounds):
+        flags.DEFINE_float(name, default, help_text)
+    else:
+        flags.DEFINE_string(name, default, help_text)
+    flags.register_validator(name, lambda value, n=name, m=meta: _valid(n, value, m),
+                             message=f"--{name} is not valid")
+
+
+def _valid(name: str, value, meta: dict) -> bool:
+    try:
+        parsed = _parse(value, meta)
+    except ValueError as e:
+        raise flags.ValidationError(f"--{name}: {e}.") from None
+    problem = config_lib.check_value(name, parsed, meta)
+    if problem:
+        raise flags.ValidationError(f"--{name}: {problem}.")
+    return True
+
+
+def _parse(value, meta: dict):
+    element = meta.get("element")
+    if element is None or value is None:
+        return value
+    try:
+        return tuple(element(v) for v in value)
+    except ValueError:
+        raise ValueError(f"{','.join(value)} is not a list of {element.__name__} values") from None
+
+
+def define_flags(config_cls) -> None:
+    """Defines one flag per field of `config_cls` (sub-configs' fields with
+    their prefixes), with the application's defaults."""
+    _define_from(config_cls(), "")
+
+
+def _define_from(config, prefix: str) -> None:
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            _define_from(value, prefix + field.metadata.get("prefix", ""))
+        elif prefix + field.name not in FLAGS:
+            _define(prefix + field.name, value, dict(field.metadata))
+
+
+def config_from_flags(config_cls):
+    """An instance of `config_cls` holding the parsed flags' values."""
+    return _from_flags(config_cls(), "")
+
+
+def _from_flags(defaults, prefix: str):
+    kwargs = {}
+    for field in dataclasses.fields(defaults):
+        value = getattr(defaults, field.name)
+        if dataclasses.is_dataclass(value):
+            kwargs[field.name] = _from_flags(value, prefix + field.metadata.get("prefix", ""))
+        else:
+            kwargs[field.name] = _parse(FLAGS[prefix + field.name].value, field.metadata)
+    return type(defaults)(**kwargs)
+
+
+def define_strategy() -> None:
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
+                      "multi_worker (TF_CONFIG cluster), tpu (see --tpu).")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
+    flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (for "
+                         "--strategy=mirrored without GPUs, e.g. to test it); 0 leaves it whole.",
+                         lower_bound=0, upper_bound=MAX_LOGICAL_CPUS)
+
+
+def strategy():
+    """The --strategy, built before any model (exits with one line if it cannot be)."""
+    import tensorflow as tf
+
+    from tfgeo import distribute
+
+    if FLAGS.strategy == "multi_worker":
+        sys.exit("FATAL --strategy=multi_worker: Keras 3's fit does not run under "
+                 "MultiWorkerMirroredStrategy (keras-team/keras#20585), and the runners use "
+                 "fit; drive GeodesicModel with tfgeo.distribute.run_steps instead (tested "
+                 "with two worker processes).")
+    if FLAGS.logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+    try:
+        if (FLAGS.strategy == "mirrored" and FLAGS.logical_cpus > 1
+                and not tf.config.list_physical_devices("GPU")):
+            chosen = tf.distribute.MirroredStrategy(
+                [f"/cpu:{i}" for i in range(FLAGS.logical_cpus)])
+        else:
+            chosen = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    except ValueError as e:
+        sys.exit(f"FATAL --strategy={FLAGS.strategy}: {e}")
+    logging.info("Strategy %s: %d replica(s)", FLAGS.strategy, chosen.num_replicas_in_sync)
+    return chosen
+
+
+def run_and_report(config, run) -> results.Report:
+    """`run(config)` under the --strategy, then results.json, plots and the table."""
+    chosen = strategy()
+    if chosen.num_replicas_in_sync > 1 and config.run.compile != "graph":
+        # XLA cannot compile a step that reads mirrored variables held on other
+        # devices (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
+        logging.warning("--compile=%s turned to graph mode: XLA does not compile "
+                        "MirroredStrategy steps across %d devices.", config.run.compile,
+                        chosen.num_replicas_in_sync)
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, compile="graph"))
+    with chosen.scope():
+        report = run(config)
+    results.write_report(config.run.output_dir, report, config_lib.flat(config))
+    return report
+
+
+def main(config_cls, run) -> None:
+    """absl `app.run` of `run(config)`; see the module docstring."""
+
+    def _main(argv):
+        if len(argv) > 1:
+            sys.exit(f"FATAL unexpected arguments {' '.join(argv[1:])} (flags start with --).")
+        config = config_from_flags(config_cls)
+        try:
+            run_and_report(config, run)
+        except config_lib.InputError as e:
+            sys.exit(f"FATAL {e}")
+        except results.NonFiniteError as e:
+            sys.exit(f"FATAL {e}")
+        except KeyboardInterrupt:
+            sys.exit(f"Interrupted; rerun with the same flags to resume from "
+                     f"{config.run.output_dir}.")
+
+    app.run(_main)
+
+
+def runner(config_cls, run):
+    """Defines the flags of `config_cls` and --strategy for the calling runner
+    module (as its key flags, so `--help` lists them) and returns its entry
+    point, `main(config_cls, run)`, for `__main__` and the console scripts."""
+    import inspect
+
+    define_flags(config_cls)
+    if "strategy" not in FLAGS:
+        define_strategy()
+    caller = inspect.stack()[1].frame.f_globals["__name__"]
+    if caller == "__main__":  # absl names the main module by its path
+        caller = sys.argv[0]
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(caller, flag)
+    return lambda: main(config_cls, run)

@@ -1,0 +1,53 @@
+"""Result files: atomic, with the user's umask, and never NaN or Inf."""
+import json
+import os
+import stat
+
+import keras
+import numpy as np
+import pytest
+
+from tfgeo.experiments import results
+
+
+def test_json_is_written_atomically_with_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = results.write_json(str(tmp_path / "r.json"), {"a": [1.5, {"b": 2}]})
+    finally:
+        os.umask(old)
+    assert json.load(open(path)) == {"a": [1.5, {"b": 2}]}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("bad,where", [(float("nan"), "rows[1].loss"), (float("inf"), "rows[1].loss")])
+def test_non_finite_results_are_refused_naming_the_entry(tmp_path, bad, where):
+    payload = {"rows": [{"loss": 1.0}, {"loss": bad}]}
+    with pytest.raises(results.NonFiniteError, match=where.replace("[", r"\[").replace("]", r"\]")):
+        results.write_json(str(tmp_path / "r.json"), payload)
+    assert not os.listdir(tmp_path)  # nothing written, not even a temporary file
+    with pytest.raises(results.NonFiniteError, match="w/0"):
+        results.write_arrays(str(tmp_path / "a.npz"), {"w/0": np.array([1.0, np.inf])})
+
+
+def test_a_model_with_nan_weights_is_not_saved(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    weights = model.get_weights()
+    weights[0][0, 0] = np.nan
+    model.set_weights(weights)
+    with pytest.raises(results.NonFiniteError, match="NaN or Inf"):
+        results.save_model(model, str(tmp_path / "m.keras"))
+    assert not os.listdir(tmp_path)
+
+
+def test_table_and_report(tmp_path, capsys):
+    drawn = []
+    report = results.Report("title", {"x": 1}, [{"a": 0.5, "b": "s"}], ["a", "b"], "caption",
+                            plots={"p.png": lambda path: drawn.append(path)})
+    results.write_report(str(tmp_path), report, {"seed": 3})
+    out = capsys.readouterr().out
+    assert "title: caption" in out and "0.5000" in out
+    assert json.load(open(tmp_path / "results.json")) == {"title": "title", "config": {"seed": 3},
+                                                          "x": 1}
+    assert drawn == [str(tmp_path / "p.png")]
