@@ -173,3 +173,86 @@ def test_cg_property_random_spd_and_near_singular(n, log_cond, damping, seed):
         assert true_rel <= 1e-6
     else:
         assert int(res.status) in (krylov.MAX_ITERATIONS, krylov.NON_POSITIVE_CURVATURE)
+
+
+def _badly_scaled(n, seed):
+    """An SPD matrix with condition ~1e6 coming mostly from its diagonal scaling."""
+    rng = np.random.default_rng(seed)
+    d = np.geomspace(1e-3, 1e3, n)
+    core = _spd(n, 10.0, seed)
+    return np.sqrt(d)[:, None] * core * np.sqrt(d)[None, :], d
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_preconditioned_cg_matches_numpy_with_fewer_iterations(unroll):
+    from tfgeo import linear_operator
+
+    n = 30
+    a, d = _badly_scaled(n, 8)
+    b = np.random.default_rng(9).standard_normal(n)
+    op = linear_operator.MatrixOperator(a, [(n,)])
+    plain = krylov.conjugate_gradient(op, [tf.constant(b)], max_iterations=400, tolerance=1e-10)
+    jacobi = linear_operator.DiagonalOperator([tf.constant(np.diag(a).copy())])
+    pre = krylov.conjugate_gradient(op, [tf.constant(b)], max_iterations=400, tolerance=1e-10,
+                                    preconditioner=jacobi, unroll=unroll)
+    want = np.linalg.solve(a, b)
+    np.testing.assert_allclose(pre.solution[0].numpy(), want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    assert int(pre.status) == krylov.CONVERGED
+    assert np.linalg.norm(a @ pre.solution[0].numpy() - b) / np.linalg.norm(b) <= 1e-8
+    assert int(pre.iterations) <= 0.5 * int(plain.iterations), (int(pre.iterations), int(plain.iterations))
+    # The exact inverse as preconditioner solves in one iteration.
+    exact = krylov.conjugate_gradient(op, [tf.constant(b)], max_iterations=5, tolerance=1e-8,
+                                      preconditioner=op)
+    assert int(exact.iterations) == 1
+
+
+def test_warm_start_from_the_solution_needs_no_iteration_and_counts_its_product():
+    a = _spd(8, 10.0, 11)
+    b = np.random.default_rng(12).standard_normal(8)
+    x = np.linalg.solve(a, b)
+    res = krylov.conjugate_gradient(_matrix_operator(a, None), [tf.constant(b)], tolerance=1e-8,
+                                    initial=[tf.constant(x)])
+    assert int(res.iterations) == 0 and int(res.products) == 1
+    assert int(res.status) == krylov.CONVERGED
+
+
+def test_products_count_what_is_computed():
+    a = _spd(6, 10.0, 13)
+    b = [tf.constant(np.random.default_rng(14).standard_normal(6))]
+    rolled = krylov.conjugate_gradient(_matrix_operator(a, None), b, max_iterations=20,
+                                       tolerance=1e-6)
+    unrolled = krylov.conjugate_gradient(_matrix_operator(a, None), b, max_iterations=20,
+                                         tolerance=1e-6, unroll=True)
+    assert int(rolled.products) == int(rolled.iterations) < 20
+    assert int(unrolled.products) == 20  # masked iterations still compute their product
+    indefinite = krylov.conjugate_gradient(_matrix_operator(np.diag([2.0, 1.0, -1.0]), None),
+                                           [tf.constant([1.0, 1.0, 1.0], tf.float64)],
+                                           max_iterations=10, tolerance=1e-12)
+    assert int(indefinite.products) == int(indefinite.iterations) + 1  # the rejected one too
+
+
+@pytest.mark.parametrize("bad,expected", [(np.nan, "nan"), (np.inf, "inf")])
+def test_non_finite_rhs_is_reported_truthfully(bad, expected):
+    b = [tf.constant([1.0, bad, 0.0], tf.float64)]
+    res = krylov.conjugate_gradient(_matrix_operator(np.eye(3), None), b)
+    assert int(res.status) == krylov.NOT_FINITE
+    assert (np.isnan if expected == "nan" else np.isinf)(float(res.relative_residual))
+    np.testing.assert_array_equal(res.solution[0].numpy(), 0.0)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"damping": -1.0}, ValueError, "damping"),
+    ({"max_iterations": 2.7}, TypeError, "max_iterations"),
+    ({"tolerance": float("nan")}, ValueError, "tolerance"),
+])
+def test_bad_solver_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        krylov.conjugate_gradient(_matrix_operator(np.eye(2), None),
+                                  [tf.ones(2, tf.float64)], **kwargs)
+
+
+def test_bad_right_hand_sides_are_named():
+    with pytest.raises(ValueError, match="rhs is empty"):
+        krylov.conjugate_gradient(lambda v: v, [])
+    with pytest.raises(TypeError, match="floating"):
+        krylov.conjugate_gradient(lambda v: v, [tf.constant([1, 2])])

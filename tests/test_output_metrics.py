@@ -30,3 +30,32 @@ def test_per_example_quadratic_is_tMt():
 def test_unknown_metric_names_the_culprit():
     with pytest.raises(ValueError, match="'kl'.*euclidean"):
         output_metrics.get("kl")
+
+
+def _dense_m(name, logits):
+    c = logits.shape[-1]
+    if name == "centered":
+        return np.broadcast_to(np.eye(c) - 1.0 / c, (len(logits), c, c))
+    z = logits / 4.0
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return np.stack([np.diag(pi) - np.outer(pi, pi) for pi in p])
+
+
+@pytest.mark.parametrize("name", ["centered", "tempered_fisher"])
+def test_new_output_metrics_match_their_matrices_and_stay_psd(name):
+    rng = np.random.default_rng(3)
+    logits, t = 10 * rng.standard_normal((5, 6)), rng.standard_normal((5, 6))
+    got = output_metrics.get(name).apply(tf.constant(logits), tf.constant(t)).numpy()
+    want = np.einsum("ncd,nd->nc", _dense_m(name, logits), t)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+    assert np.all(output_metrics.get(name).per_example_quadratic(
+        tf.constant(logits), tf.constant(t)).numpy() >= -1e-12)
+
+
+def test_tempered_fisher_keeps_seeing_confident_logits():
+    logits = tf.constant([[30.0, 0.0, 0.0]], tf.float64)  # p nearly one-hot
+    t = tf.constant([[0.0, 1.0, -1.0]], tf.float64)
+    fisher = float(output_metrics.get("fisher").per_example_quadratic(logits, t)[0])
+    tempered = float(output_metrics.get("tempered_fisher").per_example_quadratic(logits, t)[0])
+    assert fisher < 1e-12 < 1e-4 < tempered

@@ -1,10 +1,9 @@
 """Elastic weight consolidation (Kirkpatrick et al. 2017) with the exact diagonal Fisher.
 
 For a logits classifier, the Fisher is F = E_x[J^T (diag p - p p^T) J]
-(the same matrix as `tfgeo.metric` with the 'fisher' output metric), and
-diag(J^T (diag p - p p^T) J) = sum_c p_c (J^T (e_c - p))^2 elementwise: one
-vector-Jacobian product per class per example, computed exactly (no label
-sampling), so it is checked against the dense Fisher in tests.
+(the same matrix as `tfgeo.metric` with the 'fisher' output metric); its
+diagonal is computed exactly (`tfgeo.diagonal_metric`, no label sampling),
+so it is checked against the dense Fisher in tests.
 
 `EWCModel` trains on a new task with the penalty
 (lambda / 2) sum_t sum_i F_t,i (w_i - w*_t,i)^2 over consolidated tasks t,
@@ -17,45 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgeo import distribute
+from tfgeo import diagonal_metric
 from tfgeo import model_wrapper
-from tfgeo import weights as weights_lib
 
 
 def diagonal_fisher(model: keras.Model, inputs, chunk_elements: int = 2 ** 25) -> list[np.ndarray]:
-    """(1/N) sum_i diag(J_i^T (diag p_i - p_i p_i^T) J_i), shaped like the trainable variables.
-
-    Args:
-      inputs: an array [N, ...] or a dict of arrays (e.g. multi-head inputs).
-      chunk_elements: bound on the per-example, per-class gradient tensor
-        (examples x classes x parameters) held at once.
-    """
-    variables = weights_lib.backing_variables(model)
-    n_params = sum(int(np.prod(v.shape)) for v in variables)
-    flat = tf.nest.flatten(inputs)
-    n = int(np.shape(flat[0])[0])
-    probe = model(tf.nest.map_structure(lambda a: a[:1], inputs), training=False)
-    classes = int(probe.shape[-1])
-    chunk = max(1, chunk_elements // max(1, classes * n_params))
-
-    @tf.function
-    def chunk_sum(x):
-        with tf.GradientTape(persistent=False) as tape:
-            tape.watch(variables)
-            logits = model(x, training=False)
-            log_p = tf.nn.log_softmax(logits)
-        p = tf.stop_gradient(tf.exp(log_p))
-        # d log p_c / dw for every example and class: [n, C, *shape] per variable.
-        jac = tape.jacobian(log_p, variables, experimental_use_pfor=True)
-        return [tf.einsum("nc,nc...->...", p, tf.square(j)) for j in jac]
-
-    total = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in variables]
-    for start in range(0, n, chunk):
-        part = distribute.on_one_replica(chunk_sum, tf.nest.map_structure(
-            lambda a: tf.convert_to_tensor(a[start:start + chunk]), inputs))
-        for t, s in zip(total, part):
-            t += s.numpy()
-    return [t / n for t in total]
+    """(1/N) sum_i diag(J_i^T (diag p_i - p_i p_i^T) J_i), shaped like the trainable
+    variables: `tfgeo.diagonal_metric.diagonal` with the Fisher."""
+    return diagonal_metric.diagonal(model, inputs, "fisher", chunk_elements)
 
 
 @keras.saving.register_keras_serializable(package="tfgeo")

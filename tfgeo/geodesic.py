@@ -42,6 +42,7 @@ class GeodesicStepResult(NamedTuple):
     implied_beta: tf.Tensor  # beta for which theta solves the problem at this lambda
     ok: tf.Tensor  # bool: a finite, non-zero step was produced
     cg: krylov.CGResult
+    true_residual: tf.Tensor  # ||v - (g + lambda I) x|| / ||v|| from one more product, or -1
 
 
 def _check_step_size(step_size):
@@ -59,6 +60,7 @@ def geodesic_step(
     unroll: bool = False,
     preconditioner: linear_operator.LinearOperator | None = None,
     initial: Sequence[tf.Tensor] | None = None,
+    true_residual: bool = False,
 ) -> GeodesicStepResult:
     """theta = eps (g + lambda I)^{-1} v / ||(g + lambda I)^{-1} v||.
 
@@ -73,6 +75,8 @@ def geodesic_step(
         `krylov.conjugate_gradient`.
       initial: a warm start for x = (g + lambda I)^{-1} v (e.g. the previous
         step's `cg.solution`).
+      true_residual: also compute the solve's true relative residual (one
+        more product; CG's own residual drifts from it in finite precision).
     Returns:
       GeodesicStepResult; see the module docstring for failed solves.
     """
@@ -97,7 +101,9 @@ def geodesic_step(
     safe_denom = tf.where(ok & (denom > 0), denom, tf.ones_like(denom))
     cosine = tf.where(ok & (denom > 0), dot(theta, v) / safe_denom, tf.zeros_like(denom))
     implied_beta = tf.where(ok, 2 * eps / safe_norm, tf.zeros_like(eps))
-    return GeodesicStepResult(theta, change, cosine, implied_beta, ok, cg)
+    residual = (krylov.true_relative_residual(operator, v, cg.solution, damping)
+                if true_residual else tf.constant(-1.0, operator.dtype))
+    return GeodesicStepResult(theta, change, cosine, implied_beta, ok, cg, residual)
 
 
 def multiplier_for_beta(

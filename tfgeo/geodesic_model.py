@@ -21,7 +21,8 @@ import tensorflow as tf
 from tfgeo import callbacks as callbacks_lib
 from tfgeo import distribute
 from tfgeo import geodesic
-from tfgeo import metric
+from tfgeo import hidden_metric
+from tfgeo import metrics as metrics_lib
 from tfgeo import model_wrapper
 from tfgeo import objectives as objectives_lib
 from tfgeo import output_metrics
@@ -128,15 +129,26 @@ class GeodesicModel(model_wrapper.ModelWrapper):
       clip_to_distance: for objectives with a goal point, shorten the last
         steps to eps_t = min(eps, distance to the goal) so a walk does not
         overshoot and circle its goal.
+      metric: which metric g is (`tfgeo.metrics.METRICS`: logits, hidden,
+        hidden:<layers>, kfac, diagonal).
+      preconditioner: none, kfac or diagonal (`tfgeo.metrics`).
+      kfac_decay, kfac_inverse_every: the Kronecker factors' moving average
+        over metric batches and how often their eigendecompositions are redone.
+      warm_start: start each solve from the previous step's solution.
+      true_residual: log the solve's true relative residual as `cg_residual`
+        (one more product per step) instead of CG's recursive one.
 
     Compute is counted in non-trainable variables (saved with the model):
-    `metric_products` (CG operator products computed), `quadratic_forms`
-    (one JVP each, for <theta, g theta>) and `objective_gradients` (one per
-    step for objectives that need a batch).
+    `metric_products` (operator products computed, the true residual's
+    included), `quadratic_forms` (one JVP each, for <theta, g theta>),
+    `objective_gradients` (one per step for objectives that need a batch)
+    and `curvature_updates` (one Kronecker-factor update per step when a
+    K-FAC metric or preconditioner is used: a forward and a backward pass).
     """
 
     config_keys = ("step_size", "damping", "output_metric", "cg_max_iterations",
-                   "cg_tolerance", "unroll_cg", "clip_to_distance")
+                   "cg_tolerance", "unroll_cg", "clip_to_distance", "metric", "preconditioner",
+                   "kfac_decay", "kfac_inverse_every", "warm_start", "true_residual")
     object_keys = ("objective",)
 
     def __init__(
@@ -150,6 +162,12 @@ class GeodesicModel(model_wrapper.ModelWrapper):
         cg_tolerance: float = 1e-4,
         unroll_cg: bool = False,
         clip_to_distance: bool = True,
+        metric: str = "logits",
+        preconditioner: str = "none",
+        kfac_decay: float = 0.95,
+        kfac_inverse_every: int = 10,
+        warm_start: bool = True,
+        true_residual: bool = True,
         **kwargs,
     ):
         super().__init__(model, **kwargs)
@@ -165,6 +183,10 @@ class GeodesicModel(model_wrapper.ModelWrapper):
                 or cg_max_iterations < 1:
             raise ValueError(f"cg_max_iterations must be an integer >= 1, got {cg_max_iterations!r}.")
         output_metrics.get(output_metric)  # validates the name
+        kind, layers = metrics_lib.parse_metric(metric)
+        if kind == "hidden":
+            hidden_metric.representation_names(model, layers)  # validates the names
+        metrics_lib.check_preconditioner(preconditioner)
         objective.check_model(model)
         self.objective = objective
         self.step_size = float(step_size)
@@ -174,12 +196,29 @@ class GeodesicModel(model_wrapper.ModelWrapper):
         self.cg_tolerance = float(cg_tolerance)
         self.unroll_cg = bool(unroll_cg)
         self.clip_to_distance = bool(clip_to_distance) and objective.has_distance
+        self.metric, self.preconditioner = metric, preconditioner
+        self.kfac_decay, self.kfac_inverse_every = float(kfac_decay), int(kfac_inverse_every)
+        self.warm_start, self.true_residual = bool(warm_start), bool(true_residual)
+        # A preconditioner for a hidden-representation metric approximates that metric.
+        hidden = (hidden_metric.representation_names(model, layers) if kind == "hidden"
+                  else None)
+        self.curvature = (metrics_lib.CurvatureState(model, self.kfac_decay,
+                                                     self.kfac_inverse_every, hidden=hidden,
+                                                     name="curvature")
+                          if metrics_lib.needs_curvature(metric, preconditioner) else None)
+        # The previous solve's solution (a warm start); every replica holds the same.
+        self.previous_solution = [
+            self.add_weight(name=f"previous_solution_{i}", shape=tuple(w.shape),
+                            initializer="zeros", trainable=False, dtype=w.dtype,
+                            aggregation="only_first_replica")
+            for i, w in enumerate(model.trainable_variables)] if self.warm_start else []
         counter = dict(shape=(), initializer="zeros", trainable=False, dtype="float64",
                        aggregation="only_first_replica")  # every replica adds the same amounts
         self.path_length = self.add_weight(name="path_length", **{**counter, "dtype": None})
         self.metric_products = self.add_weight(name="metric_products", **counter)
         self.quadratic_forms = self.add_weight(name="quadratic_forms", **counter)
         self.objective_gradients = self.add_weight(name="objective_gradients", **counter)
+        self.curvature_updates = self.add_weight(name="curvature_updates", **counter)
         self.backoff = DampingBackoff(name="damping_backoff")
         self.functional_change_tracker = keras.metrics.Mean(name="functional_change")
         self.path_length_tracker = LastValue(name="path_length")
@@ -233,7 +272,17 @@ class GeodesicModel(model_wrapper.ModelWrapper):
 
     def metric_operator(self, metric_inputs):
         """The metric g at the current weights on `metric_inputs`, as an operator."""
-        return metric.MetricOperator(self.model, metric_inputs, self.output_metric)
+        return metrics_lib.make_metric(self.metric, self.model, metric_inputs,
+                                       self.output_metric, curvature=self.curvature)
+
+    def update_curvature(self, metric_inputs) -> None:
+        """Folds the metric batch into the Kronecker factors (walks that use them)."""
+        if self.curvature is None:
+            return
+        step = tf.cast(self.quadratic_forms, tf.int32)
+        self.curvature.update(self.model, metric_inputs, self.output_metric,
+                              tf.stack([tf.constant(7919, tf.int32), step]))
+        self.curvature_updates.assign_add(tf.constant(1.0, tf.float64))
 
     def geodesic_step(self, metric_inputs, objective_inputs=None, targets=None):
         """Computes one step at the current weights without applying it."""
@@ -248,14 +297,21 @@ class GeodesicModel(model_wrapper.ModelWrapper):
         if self.clip_to_distance:
             distance = self.objective.distance(self.model)
             step_size = tf.minimum(tf.cast(step_size, distance.dtype), distance)
+        damping = self.damping + tf.convert_to_tensor(self.backoff.extra_damping)
+        preconditioner = metrics_lib.make_preconditioner(
+            self.preconditioner, self.model, self.curvature,
+            tf.cast(damping, operator.dtype)) if self.curvature is not None else None
         return geodesic.geodesic_step(
             operator,
             direction,
             step_size=step_size,
-            damping=self.damping + tf.convert_to_tensor(self.backoff.extra_damping),
+            damping=damping,
             max_iterations=self.cg_max_iterations,
             tolerance=self.cg_tolerance,
             unroll=self.unroll_cg or distributed,  # no all-reduce inside while_loop
+            preconditioner=preconditioner,
+            initial=[tf.convert_to_tensor(v) for v in self.previous_solution] or None,
+            true_residual=self.true_residual,
         )
 
     def _update_compiled(self, x, y, sample_weight):
@@ -269,18 +325,23 @@ class GeodesicModel(model_wrapper.ModelWrapper):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         metric_inputs, objective_inputs = split_inputs(x)
+        self.update_curvature(metric_inputs)
         result = self.geodesic_step(metric_inputs, objective_inputs, y)
+        for var, x_new in zip(self.previous_solution, result.cg.solution):
+            var.assign(tf.where(result.ok, x_new, var))
         distribute.apply_update(weights_lib.backing_variables(self.model), result.step)
         change = tf.cast(result.functional_change, self.path_length.dtype)
         self.path_length.assign_add(tf.sqrt(tf.maximum(change, 0.0)))
         self.functional_change_tracker.update_state(change)
         self.path_length_tracker.update_state(self.path_length)
         self.cg_iterations_tracker.update_state(tf.cast(result.cg.iterations, tf.float32))
-        self.cg_residual_tracker.update_state(result.cg.relative_residual)
+        self.cg_residual_tracker.update_state(
+            result.true_residual if self.true_residual else result.cg.relative_residual)
         self.cosine_tracker.update_state(result.cosine)
         self.failed_steps_tracker.update_state(tf.cast(~result.ok, tf.float32))
         self.backoff.update(~result.ok)
-        self.metric_products.assign_add(tf.cast(result.cg.products, tf.float64))
+        self.metric_products.assign_add(tf.cast(result.cg.products, tf.float64)
+                                        + (1.0 if self.true_residual else 0.0))
         self.quadratic_forms.assign_add(tf.constant(1.0, tf.float64))
         if self.objective.needs_batch:
             self.objective_gradients.assign_add(tf.constant(1.0, tf.float64))

@@ -84,7 +84,8 @@ def conjugate_gradient(
       damping: lambda >= 0 added to the diagonal.
       max_iterations: at most this many iterations (an integer >= 1).
       tolerance: stop when ||r|| <= tolerance * ||b|| (r: CG's residual).
-      initial: x_0 (default 0), e.g. the previous solve's solution.
+      initial: x_0 (default 0), e.g. the previous solve's solution; dropped
+        for 0 when its residual exceeds ||b|| (it costs one product either way).
       unroll: straight-line loop of `max_iterations` masked iterations
         instead of `tf.while_loop` (for cross-replica reductions in `operator`).
       preconditioner: an operator with `has_inverse` whose `solve` applies
@@ -125,6 +126,10 @@ def conjugate_gradient(
         x = operator.check(initial)
         r = vectors.subtract(b, apply(x))
         products += 1
+        # A warm start worse than none (its residual above ||b||) is dropped.
+        worse = dot(r, r) > dot(b, b)
+        x = [tf.where(worse, tf.zeros_like(t), t) for t in x]
+        r = [tf.where(worse, bt, rt) for bt, rt in zip(b, r)]
     b_norm = tf.sqrt(dot(b, b))
     z = precondition(r)
     rs, rz = dot(r, r), dot(r, z)

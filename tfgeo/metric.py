@@ -14,6 +14,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfgeo import batching
 from tfgeo import linear_operator
 from tfgeo import output_metrics
 from tfgeo import weights as weights_lib
@@ -88,15 +89,17 @@ def metric_quadratic_form(
 
 
 class MetricOperator(linear_operator.LinearOperator):
-    """v -> g(w) v at the model's current weights on one batch.
+    """v -> g(w) v at the model's current weights on `inputs`.
 
     The operator reads the model's variables at each product, so it always
     acts with the metric at the current point; its quadratic form takes one
-    JVP instead of a full product.
+    JVP instead of a full product. With `chunk_size`, products over many
+    inputs are computed chunk by chunk (`tfgeo.batching.chunked_mean`), so
+    memory stays that of one chunk.
     """
 
     def __init__(self, model: keras.Model, inputs, output_metric="euclidean",
-                 training: bool = False):
+                 training: bool = False, chunk_size: int | None = None):
         weights_lib.check_trainable(model)
         variables = model.trainable_variables
         super().__init__([w.shape for w in variables], variables[0].dtype)
@@ -104,11 +107,15 @@ class MetricOperator(linear_operator.LinearOperator):
         self.inputs = inputs
         self.output_metric = output_metrics.get(output_metric)
         self.training = training
+        self.chunk_size = chunk_size
 
     def _matvec(self, vector):
-        return metric_vector_product(self.model, self.inputs, vector, self.output_metric,
-                                     self.training)
+        return batching.chunked_mean(
+            lambda x: metric_vector_product(self.model, x, vector, self.output_metric,
+                                            self.training), self.inputs, self.chunk_size)
 
     def quadratic_form(self, vector):
-        return metric_quadratic_form(self.model, self.inputs, self.check(vector),
-                                     self.output_metric, self.training)
+        vector = self.check(vector)
+        return batching.chunked_mean(
+            lambda x: metric_quadratic_form(self.model, x, vector, self.output_metric,
+                                            self.training), self.inputs, self.chunk_size)

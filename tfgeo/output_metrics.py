@@ -5,6 +5,12 @@ J_i = d f(x_i, w) / d w is the Jacobian of the model output f (shape [N, C],
 logits for classifiers) and M_i is a positive semi-definite C x C matrix that
 may depend on the output f(x_i). An output metric applies M_i to a batch of
 output tangents t (shape [N, ...]), row by row, without forming M_i.
+
+Which to use: `fisher` is the natural metric of a classifier's predictions
+(g is the Fisher / Gauss-Newton matrix of cross-entropy), but it vanishes on
+inputs the network classifies confidently, so on training inputs it may see
+little; `tempered_fisher` and `centered` keep seeing those logits;
+`euclidean` also counts shifts of all logits together, which change nothing.
 """
 from __future__ import annotations
 
@@ -26,6 +32,11 @@ class OutputMetric:
         axes = tf.range(1, tf.rank(tangents))
         return tf.reduce_sum(mt * tangents, axis=axes)
 
+    def sample(self, outputs, seed) -> tf.Tensor:
+        """A random e_i per row with E[e_i e_i^T] = M_i (for Monte-Carlo curvature:
+        the gradient of sum_i <e_i, f_i> has covariance J^T M J). seed: [2] ints."""
+        raise NotImplementedError
+
 
 class Euclidean(OutputMetric):
     """M = I: the squared change of the raw outputs (logits)."""
@@ -35,6 +46,9 @@ class Euclidean(OutputMetric):
     def apply(self, outputs, tangents):
         del outputs
         return tangents
+
+    def sample(self, outputs, seed):
+        return tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
 
 
 class Fisher(OutputMetric):
@@ -52,13 +66,64 @@ class Fisher(OutputMetric):
         # (diag(p) - p p^T) t = p * t - p * <p, t>
         return p * (tangents - tf.reduce_sum(p * tangents, axis=-1, keepdims=True))
 
+    def sample(self, outputs, seed):
+        return _label_noise(outputs, seed)
 
-_REGISTRY = {cls.name: cls for cls in (Euclidean, Fisher)}
+
+class Centered(OutputMetric):
+    """M = I - 1 1^T / C: the squared change of the logits after removing their
+    mean, i.e. of everything but a shift that leaves the softmax unchanged.
+
+    Unlike the Fisher it does not vanish on confidently classified inputs,
+    where p is nearly one-hot and diag(p) - p p^T nearly zero.
+    """
+
+    name = "centered"
+
+    def apply(self, outputs, tangents):
+        del outputs
+        return tangents - tf.reduce_mean(tangents, axis=-1, keepdims=True)
+
+    def sample(self, outputs, seed):
+        e = tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
+        return e - tf.reduce_mean(e, axis=-1, keepdims=True)
+
+
+class TemperedFisher(OutputMetric):
+    """M = diag(p_T) - p_T p_T^T with p_T = softmax(outputs / T), T > 1.
+
+    The Fisher of a softened softmax (up to the factor 1/T^2 that only rescales
+    g): it weighs the non-maximal classes, so it keeps seeing the logits of
+    confident inputs; as T grows it tends to `Centered` / C.
+    """
+
+    name = "tempered_fisher"
+
+    def __init__(self, temperature: float = 4.0):
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.temperature = float(temperature)
+
+    def apply(self, outputs, tangents):
+        p = tf.nn.softmax(outputs / tf.cast(self.temperature, outputs.dtype), axis=-1)
+        return p * (tangents - tf.reduce_sum(p * tangents, axis=-1, keepdims=True))
+
+    def sample(self, outputs, seed):
+        return _label_noise(outputs / tf.cast(self.temperature, outputs.dtype), seed)
+
+
+def _label_noise(logits, seed):
+    """onehot(y) - p with y ~ softmax(logits): covariance diag(p) - p p^T."""
+    y = tf.random.stateless_categorical(logits, 1, seed)[:, 0]
+    return tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype) - tf.nn.softmax(logits, -1)
+
+
+_REGISTRY = {cls.name: cls for cls in (Euclidean, Centered, Fisher, TemperedFisher)}
 NAMES = tuple(sorted(_REGISTRY))
 
 
 def get(metric: str | OutputMetric) -> OutputMetric:
-    """Returns an OutputMetric from a name ('euclidean', 'fisher') or instance."""
+    """Returns an OutputMetric from a name (see `NAMES`) or instance."""
     if isinstance(metric, OutputMetric):
         return metric
     try:
