@@ -59,3 +59,24 @@ def test_tempered_fisher_keeps_seeing_confident_logits():
     fisher = float(output_metrics.get("fisher").per_example_quadratic(logits, t)[0])
     tempered = float(output_metrics.get("tempered_fisher").per_example_quadratic(logits, t)[0])
     assert fisher < 1e-12 < 1e-4 < tempered
+
+
+@pytest.mark.parametrize("name", output_metrics.NAMES)
+def test_divergence_residual_and_metric_agree(name):
+    """D(r, r) = 0, dD/df = residual (autodiff), and the Hessian of D at f = r is M."""
+    metric = output_metrics.get(name)
+    rng = np.random.default_rng(4)
+    ref = tf.constant(2 * rng.standard_normal((3, 5)))
+    out = tf.constant(ref.numpy() + 0.3 * rng.standard_normal((3, 5)))
+    np.testing.assert_allclose(metric.divergence(ref, ref).numpy(), 0.0, atol=1e-12)
+    with tf.GradientTape() as tape:
+        tape.watch(out)
+        d = tf.reduce_sum(metric.divergence(out, ref))
+    np.testing.assert_allclose(tape.gradient(d, out).numpy(), metric.residual(out, ref).numpy(),
+                               rtol=1e-10, atol=1e-12)
+    t = tf.constant(rng.standard_normal((3, 5)))
+    fixed = tf.constant(ref.numpy())
+    with tf.autodiff.ForwardAccumulator(ref, t) as acc:  # d/deps residual(ref + eps t, ref) = M t
+        r = metric.residual(ref, fixed)
+    np.testing.assert_allclose(acc.jvp(r).numpy(), metric.apply(ref, t).numpy(), rtol=1e-9,
+                               atol=1e-12)

@@ -9,23 +9,35 @@ The core library: metrics as linear operators (`linear_operator`, `metric`,
 experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`) and
 the runners (`tfgeo.runners`) are installed beside it and never imported by it.
 """
+from tfgeo import batching
 from tfgeo import callbacks
 from tfgeo import connect
+from tfgeo import curves
+from tfgeo import diagonal_metric
 from tfgeo import distribute
 from tfgeo import ewc
 from tfgeo import geodesic
 from tfgeo import geodesic_model
+from tfgeo import hidden_metric
+from tfgeo import kfac
 from tfgeo import krylov
+from tfgeo import layerwise
 from tfgeo import linear_operator
 from tfgeo import losses
 from tfgeo import masked_training
 from tfgeo import metric
+from tfgeo import metrics
 from tfgeo import multihead
 from tfgeo import objectives
+from tfgeo import output_distance
 from tfgeo import output_metrics
+from tfgeo import output_path
 from tfgeo import paths
 from tfgeo import permutation
+from tfgeo import projection
 from tfgeo import pruning
+from tfgeo import replay
+from tfgeo import representations
 from tfgeo import sparsification
 from tfgeo import vectors
 from tfgeo import weights
@@ -48,9 +60,12 @@ __version__ = "0.2.0"
 
 __all__ = [
     # modules
-    "callbacks", "connect", "distribute", "ewc", "geodesic", "geodesic_model", "krylov",
-    "linear_operator", "losses", "masked_training", "metric", "multihead", "objectives",
-    "output_metrics", "paths", "permutation", "pruning", "sparsification", "vectors", "weights",
+    "batching", "callbacks", "connect", "curves", "diagonal_metric", "distribute", "ewc",
+    "geodesic", "geodesic_model", "hidden_metric", "kfac", "krylov", "layerwise",
+    "linear_operator", "losses", "masked_training", "metric", "metrics", "multihead",
+    "objectives", "output_distance", "output_metrics", "output_path", "paths", "permutation",
+    "projection", "pruning", "replay", "representations", "sparsification", "vectors",
+    "weights",
     # the main entry points
     "GeodesicModel", "LinearOperator", "MetricOperator", "StopAtDistance", "StopOnFailedSteps",
     "TaskLossDescent", "TowardTarget", "conjugate_gradient", "geodesic_step",

@@ -240,6 +240,31 @@ class SumOperator(_Wrapper):
         return tf.add_n([c * op.quadratic_form(v) for c, op in zip(self.weights, self.operators)])
 
 
+class RestrictedPreconditioner(_Wrapper):
+    """A preconditioner for m A m + lambda I (A restricted to the free coordinates,
+    mask m = 1) from one for A + lambda I: solve(v) = m P^{-1}(m v) + (1 - m) v / lambda.
+
+    m P^{-1} m is a principal block of an SPD matrix, so the result is SPD; it
+    is exact on the fixed coordinates (where the damped restriction is lambda I).
+    """
+
+    has_inverse = True
+
+    def __init__(self, preconditioner: LinearOperator, mask, damping):
+        super().__init__(preconditioner)
+        if not preconditioner.has_inverse:
+            raise TypeError(f"{type(preconditioner).__name__} has no inverse product.")
+        self.mask = [tf.cast(m, self.dtype) for m in mask]
+        self.damping = vectors.scalar(damping, self.dtype)
+
+    def _matvec(self, v):
+        raise NotImplementedError("RestrictedPreconditioner is used through solve().")
+
+    def _solve(self, v):
+        inner = vectors.multiply(self.mask, self.operator.solve(vectors.multiply(self.mask, v)))
+        return [x + (1.0 - m) * t / self.damping for x, m, t in zip(inner, self.mask, v)]
+
+
 class IdentityOperator(LinearOperator):
     """I: the Euclidean metric on weights (also the trivial preconditioner)."""
 

@@ -37,6 +37,16 @@ class OutputMetric:
         the gradient of sum_i <e_i, f_i> has covariance J^T M J). seed: [2] ints."""
         raise NotImplementedError
 
+    def divergence(self, outputs, reference) -> tf.Tensor:
+        """D_i(f_i, r_i) per row, [N]: the divergence from reference outputs whose
+        Hessian in f at f = r is M (so J^T M J is its Gauss-Newton matrix)."""
+        raise NotImplementedError
+
+    def residual(self, outputs, reference) -> tf.Tensor:
+        """dD_i / df_i per row, [N, ...]: back-propagated, it gives the gradient of
+        the divergence (the restoring direction toward the reference function)."""
+        raise NotImplementedError
+
 
 class Euclidean(OutputMetric):
     """M = I: the squared change of the raw outputs (logits)."""
@@ -49,6 +59,12 @@ class Euclidean(OutputMetric):
 
     def sample(self, outputs, seed):
         return tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
+
+    def divergence(self, outputs, reference):
+        return 0.5 * tf.reduce_sum(tf.square(outputs - reference), axis=-1)
+
+    def residual(self, outputs, reference):
+        return outputs - reference
 
 
 class Fisher(OutputMetric):
@@ -69,6 +85,12 @@ class Fisher(OutputMetric):
     def sample(self, outputs, seed):
         return _label_noise(outputs, seed)
 
+    def divergence(self, outputs, reference):  # KL(softmax(reference) || softmax(outputs))
+        return _kl(reference, outputs)
+
+    def residual(self, outputs, reference):
+        return tf.nn.softmax(outputs, -1) - tf.nn.softmax(reference, -1)
+
 
 class Centered(OutputMetric):
     """M = I - 1 1^T / C: the squared change of the logits after removing their
@@ -87,6 +109,13 @@ class Centered(OutputMetric):
     def sample(self, outputs, seed):
         e = tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
         return e - tf.reduce_mean(e, axis=-1, keepdims=True)
+
+    def divergence(self, outputs, reference):
+        return 0.5 * tf.reduce_sum(tf.square(self.residual(outputs, reference)), axis=-1)
+
+    def residual(self, outputs, reference):
+        d = outputs - reference
+        return d - tf.reduce_mean(d, axis=-1, keepdims=True)
 
 
 class TemperedFisher(OutputMetric):
@@ -110,6 +139,20 @@ class TemperedFisher(OutputMetric):
 
     def sample(self, outputs, seed):
         return _label_noise(outputs / tf.cast(self.temperature, outputs.dtype), seed)
+
+    def divergence(self, outputs, reference):  # T^2 KL(p_T(reference) || p_T(outputs))
+        t = tf.cast(self.temperature, outputs.dtype)
+        return t * t * _kl(reference / t, outputs / t)
+
+    def residual(self, outputs, reference):
+        t = tf.cast(self.temperature, outputs.dtype)
+        return t * (tf.nn.softmax(outputs / t, -1) - tf.nn.softmax(reference / t, -1))
+
+
+def _kl(reference_logits, logits):
+    log_q = tf.nn.log_softmax(logits, -1)
+    log_p = tf.nn.log_softmax(reference_logits, -1)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def _label_noise(logits, seed):

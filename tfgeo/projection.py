@@ -1,0 +1,280 @@
+"""Projecting a network onto a sparsity mask while keeping its function, without labels.
+
+Given the dense network w0, calibration inputs X (no labels) and a 0/1 mask m
+(1 = kept), the result has exactly the mask's zeros and stays close to w0
+*as a function*, measured on representations z_l of X (the outputs, named
+"logits", and/or Dense/Conv2D pre-activations) by
+
+    D(w) = sum_l c_l (1/N) sum_i D_l(z_l(x_i; w), z_l(x_i; w0)),
+
+D_l the output metric's divergence for the outputs (`OutputMetric.divergence`,
+e.g. KL for the Fisher) and half the squared distance for hidden layers,
+c_l = logits_weight or 1, divided by the reference's mean squared norm
+(fixed at w0). Its Gauss-Newton matrix at w is the hidden-representation
+metric g(w) with the same representations and weights (`tfgeo.hidden_metric`).
+
+* `linear_projection`: one step at w0, w = m (w0 + u) with
+  (m g m + lambda I) u = m g ((1 - m) w0): the metric-minimal correction of
+  the kept weights for zeroing the others, measured from the dense point.
+  Error adds up when the move is large (95-98% of the weights), because g is
+  the metric at w0 only.
+* `gauss_newton_projection`: from a masked start (default m w0), damped
+  Gauss-Newton steps on the kept weights that drive D to its minimum,
+  re-linearised at every iterate:
+  delta = -(m g(w) m + lambda I)^{-1} m grad D(w). A step is kept only if D
+  falls; otherwise it is halved (up to `halvings` times) and then lambda is
+  raised tenfold (Levenberg-Marquardt). Each solve is CG, preconditioned by
+  K-FAC of the same metric over X when asked.
+
+Both stream over X in chunks, so memory stays that of one chunk, and count
+their compute (products, gradients and forward passes over X).
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfgeo import batching
+from tfgeo import hidden_metric
+from tfgeo import kfac
+from tfgeo import krylov
+from tfgeo import linear_operator
+from tfgeo import output_metrics
+from tfgeo import representations
+from tfgeo import vectors
+from tfgeo import weights as weights_lib
+
+OUTPUTS = representations.OUTPUTS
+
+
+class Reference(NamedTuple):
+    """The dense network's representations of the calibration inputs."""
+    names: list  # representation names ("logits" for the outputs)
+    values: list  # one array [N, ...] per name
+    weights: list  # c_l
+
+
+def _names(model, layers):
+    if layers == "hidden":
+        return hidden_metric.representation_names(model, None)
+    if layers is None:
+        return [OUTPUTS]
+    return hidden_metric.representation_names(model, list(layers))
+
+
+def _forward(model, names):
+    hidden = representations.select(model, [n for n in names if n != OUTPUTS])
+
+    def run(x):
+        with representations.capture(hidden, inputs=False) as seen:
+            outputs = model(x, training=False)
+        return [outputs if n == OUTPUTS else seen.preactivations[n] for n in names]
+
+    return run
+
+
+def reference(model: keras.Model, inputs, layers=None, logits_weight: float = 1.0,
+              chunk_size: int = 512) -> Reference:
+    """z_l(X; w0) for the representations `layers` (None: the outputs only;
+    "hidden": every weighted layer's pre-activation but the last, and the
+    outputs; or a list of names), with c_l = logits_weight (outputs) or 1,
+    over the reference's mean squared norm."""
+    names = _names(model, layers)
+    run = tf.function(_forward(model, names))
+    n = batching.num_examples(inputs)
+    parts = [run(tf.nest.map_structure(lambda a: a[s:s + chunk_size], inputs))
+             for s in range(0, n, chunk_size)]
+    values = [np.concatenate([p[k].numpy() for p in parts]) for k in range(len(names))]
+    weights = []
+    for name, v in zip(names, values):
+        scale = float(np.sum(np.square(v, dtype=np.float64)) / n)
+        weights.append((logits_weight if name == OUTPUTS else 1.0) / max(scale, 1e-12))
+    return Reference(names, values, weights)
+
+
+class _Objective:
+    """D(w), grad D(w) and the metric g(w) for a model, its calibration inputs and a Reference."""
+
+    def __init__(self, model, inputs, ref: Reference, output_metric, chunk_size, jit_compile):
+        self.model, self.inputs, self.ref = model, inputs, ref
+        self.metric = output_metrics.get(output_metric)
+        self.output_metric, self.chunk_size = output_metric, chunk_size
+        self.run = _forward(model, ref.names)
+        data = {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}
+        self.data = data
+        self.variables = weights_lib.backing_variables(model)
+        self._distance = tf.function(lambda: batching.chunked_mean(self._chunk_distance, data,
+                                                                   chunk_size),
+                                     jit_compile=jit_compile)
+        self._gradient = tf.function(lambda: batching.chunked_mean(self._chunk_gradient, data,
+                                                                   chunk_size),
+                                     jit_compile=jit_compile)
+
+    def _divergences(self, zs, refs):
+        out = []
+        for name, z, r, c in zip(self.ref.names, zs, refs, self.ref.weights):
+            if name == OUTPUTS:
+                d = self.metric.divergence(z, tf.cast(r, z.dtype))
+            else:
+                d = 0.5 * tf.reduce_sum(tf.reshape(tf.square(z - r), [tf.shape(z)[0], -1]), -1)
+            out.append(c * tf.reduce_mean(d))
+        return tf.add_n(out)
+
+    def _chunk_distance(self, chunk):
+        return self._divergences(self.run(chunk["x"]), chunk["ref"])
+
+    def _chunk_gradient(self, chunk):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(self.variables)
+            zs = self.run(chunk["x"])
+        cotangents = []
+        for name, z, r, c in zip(self.ref.names, zs, chunk["ref"], self.ref.weights):
+            n = tf.cast(tf.shape(z)[0], z.dtype)
+            res = self.metric.residual(z, tf.cast(r, z.dtype)) if name == OUTPUTS else z - r
+            cotangents.append(tf.stop_gradient(c * res / n))
+        return tape.gradient(zs, self.variables, output_gradients=cotangents,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def distance(self) -> float:
+        return float(self._distance())
+
+    def gradient(self) -> list:
+        return list(self._gradient())
+
+    def operator(self) -> linear_operator.LinearOperator:
+        hidden = [n for n in self.ref.names if n != OUTPUTS]
+        return hidden_metric.HiddenMetricOperator(
+            self.model, self.inputs, hidden + ([OUTPUTS] if OUTPUTS in self.ref.names else []),
+            self.output_metric, weights=self._operator_weights(), chunk_size=self.chunk_size)
+
+    def _operator_weights(self):
+        order = [n for n in self.ref.names if n != OUTPUTS] + (
+            [OUTPUTS] if OUTPUTS in self.ref.names else [])
+        return [self.ref.weights[self.ref.names.index(n)] for n in order]
+
+    def preconditioner(self, mask, damping, seed):
+        hidden = None if self.ref.names == [OUTPUTS] else self.ref.names
+        # (The factors weigh each representation by its scale at the current
+        # point, the objective by the reference's: close enough to precondition.)
+        f = kfac.factors(self.model, self.inputs, self.output_metric, self.chunk_size,
+                         seed=seed, hidden=hidden)
+        p = kfac.KFACOperator(self.model, f, damping=damping)
+        return linear_operator.RestrictedPreconditioner(p, mask, damping)
+
+
+class Solver(NamedTuple):
+    """How each linear system is solved."""
+    damping: float = 1e-3  # lambda (the initial one for Gauss-Newton)
+    max_iterations: int = 200  # CG iterations per solve
+    tolerance: float = 1e-2  # CG relative residual
+    preconditioner: str = "none"  # or "kfac"
+    jit_compile: bool = False
+    chunk_size: int = 512
+
+
+def _masks(mask, dtype):
+    return [tf.constant(np.asarray(m), dtype) for m in mask]
+
+
+def _solve(objective, rhs, mask, solver, damping, seed, counts):
+    op = objective.operator().restricted(mask)
+    pre = (objective.preconditioner(mask, damping, seed) if solver.preconditioner == "kfac"
+           else None)
+    if pre is not None:
+        counts["curvature"] += 1
+    cg = tf.function(lambda b: krylov.conjugate_gradient(
+        op, b, damping=damping, max_iterations=solver.max_iterations,
+        tolerance=solver.tolerance, preconditioner=pre), jit_compile=solver.jit_compile)
+    result = cg(rhs)
+    counts["products"] += int(result.products)
+    counts["cg_iterations"] += int(result.iterations)
+    return result
+
+
+def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metric="fisher",
+                      solver: Solver = Solver(), logits_weight: float = 1.0) -> dict:
+    """Projects `model` (its weights are w0) onto `mask` by one metric-minimal
+    correction; assigns the result to the model and returns a report."""
+    began = time.time()
+    w0 = weights_lib.get_trainable(model)
+    dtype = model.trainable_variables[0].dtype
+    m = _masks(mask, dtype)
+    ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
+    objective = _Objective(model, inputs, ref, output_metric, solver.chunk_size,
+                           solver.jit_compile)
+    counts = {"products": 0, "cg_iterations": 0, "curvature": 0, "gradients": 0, "forwards": 0}
+    pruned = [tf.constant(w * (1.0 - np.asarray(k)), dtype) for w, k in zip(w0, mask)]
+    rhs = vectors.multiply(m, objective.operator().matvec(pruned))
+    counts["products"] += 1
+    result = _solve(objective, rhs, m, solver, solver.damping, 0, counts)
+    new = [np.asarray(k) * (w + u.numpy()) for w, k, u in zip(w0, mask, result.solution)]
+    weights_lib.set_trainable(model, new)
+    counts["forwards"] += 1
+    return {**counts, "distance": objective.distance(), "cg_status": krylov.status_name(
+        result.status), "examples": batching.num_examples(inputs), "seconds": time.time() - began}
+
+
+def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
+                            output_metric="fisher", steps: int = 10, solver: Solver = Solver(),
+                            start=None, logits_weight: float = 1.0, halvings: int = 6,
+                            max_damping: float = 1e6, min_decrease: float = 1e-4,
+                            on_step=None) -> dict:
+    """Projects `model` (its weights are w0) onto `mask` by damped Gauss-Newton
+    steps on D (module docstring), starting from `start` (default m w0).
+    Assigns the result to the model; returns a report with D per step.
+
+    Stops after `steps` accepted steps, when a step lowers D by less than
+    `min_decrease` relative, or when lambda exceeds `max_damping`.
+    """
+    began = time.time()
+    w0 = weights_lib.get_trainable(model)
+    dtype = model.trainable_variables[0].dtype
+    ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
+    m = _masks(mask, dtype)
+    start = [w * np.asarray(k) for w, k in zip(w0, mask)] if start is None else [
+        np.asarray(s) * np.asarray(k) for s, k in zip(start, mask)]
+    weights_lib.set_trainable(model, start)
+    objective = _Objective(model, inputs, ref, output_metric, solver.chunk_size,
+                           solver.jit_compile)
+    counts = {"products": 0, "cg_iterations": 0, "curvature": 0, "gradients": 0, "forwards": 0}
+    d = objective.distance()
+    counts["forwards"] += 1
+    history = [{"step": 0, "distance": d, "damping": solver.damping}]
+    lam, accepted = float(solver.damping), 0
+    while accepted < steps and lam <= max_damping:
+        current = weights_lib.get_trainable(model)
+        grad = vectors.multiply(m, objective.gradient())
+        counts["gradients"] += 1
+        result = _solve(objective, vectors.scale(-1.0, grad), m, solver, lam, accepted, counts)
+        delta = [u.numpy() for u in result.solution]
+        new_d, alpha = None, 1.0
+        for _ in range(halvings + 1):
+            weights_lib.set_trainable(model, [w + alpha * u for w, u in zip(current, delta)])
+            trial = objective.distance()
+            counts["forwards"] += 1
+            if np.isfinite(trial) and trial < d:
+                new_d = trial
+                break
+            alpha /= 2.0
+        if new_d is None:
+            weights_lib.set_trainable(model, current)
+            lam *= 10.0
+            history.append({"step": accepted, "distance": d, "damping": lam, "rejected": True})
+            continue
+        accepted += 1
+        decrease = (d - new_d) / max(d, 1e-30)
+        d = new_d
+        history.append({"step": accepted, "distance": d, "damping": lam, "alpha": alpha,
+                        "cg_iterations": int(result.iterations)})
+        if on_step is not None:
+            on_step(history[-1])
+        if alpha == 1.0:
+            lam = max(lam / 3.0, float(solver.damping) * 1e-3)
+        if decrease < min_decrease:
+            break
+    return {**counts, "distance": d, "history": history, "steps": accepted,
+            "examples": batching.num_examples(inputs), "seconds": time.time() - began}
