@@ -18,6 +18,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from tfgeo import metrics as metrics_lib
 from tfgeo import output_metrics
 
 from . import data as data_lib
@@ -26,7 +27,7 @@ from . import results
 COMPILE_MODES = ("auto", "xla", "graph")
 LR_SCHEDULES = ("constant", "cosine")
 #: Flags that change how a run reports, not what it computes: a resumed run may change them.
-PRESENTATION = ("resume", "verbose")
+PRESENTATION = ("resume", "verbose", "tensorboard_dir")
 
 
 class InputError(ValueError):
@@ -35,7 +36,8 @@ class InputError(ValueError):
 
 def option(default, help: str, *, choices: Sequence[str] | None = None, lower=None, upper=None,
            lower_open: bool = False, upper_open: bool = False, element=None,
-           unique: bool = False, path: str | None = None, nonempty: bool = False):
+           unique: bool = False, path: str | None = None, nonempty: bool = False,
+           check=None):
     """A config field with its flag help and constraints.
 
     Args:
@@ -49,10 +51,11 @@ def option(default, help: str, *, choices: Sequence[str] | None = None, lower=No
         (either) or 'writable_dir' (a folder we can create or write to);
         None values pass.
       nonempty: a list option must not be empty.
+      check: a function of the value that raises ValueError if it is bad.
     """
     meta = dict(help=help, choices=tuple(choices) if choices else None, lower=lower, upper=upper,
                 lower_open=lower_open, upper_open=upper_open, element=element, unique=unique,
-                path=path, nonempty=nonempty)
+                path=path, nonempty=nonempty, check=check)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -70,6 +73,11 @@ def describe_bounds(meta) -> str:
 
 def check_value(name: str, value: Any, meta: dict) -> str | None:
     """None if `value` satisfies the option's constraints, else the reason."""
+    if meta.get("check") is not None and value is not None:
+        try:
+            meta["check"](value)
+        except ValueError as e:
+            return str(e).rstrip(".")
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if meta.get("nonempty") and isinstance(value, (list, tuple)) and not values:
         return "must not be empty"
@@ -149,6 +157,9 @@ class RunConfig:
                           "slower; XLA otherwise).", choices=COMPILE_MODES)
     verbose: int = option(2, "Keras progress output: 0 silent, 1 bar, 2 one line per epoch.",
                           lower=0, upper=2)
+    tensorboard_dir: str | None = option(None, "Write TensorBoard logs here (Keras's callback "
+                                         "for training and walks, scalars per stage).",
+                                         path="writable_dir")
 
 
 @dataclasses.dataclass
@@ -198,6 +209,12 @@ class GeodesicConfig:
                                 upper=100_000)
     cg_tolerance: float = option(1e-4, "CG stops at this relative residual.", lower=0.0,
                                  upper=1.0)
+    metric: str = option("logits", "The metric g: logits (pulled back from the outputs), "
+                         "hidden (every layer's pre-activations and the outputs), "
+                         "hidden:<layer>,...,logits, kfac or diagonal.",
+                         check=metrics_lib.parse_metric)
+    preconditioner: str = option("none", "CG preconditioner for the walk's solves.",
+                                 choices=metrics_lib.PRECONDITIONERS)
 
 
 def jit_compile(mode: str, model) -> bool:

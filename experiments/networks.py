@@ -32,6 +32,21 @@ def check_fits(network: config_lib.NetworkConfig, dataset: str) -> None:
                          "8x8 or 28x28 images.")
 
 
+def check_metric(metric: str, network: config_lib.NetworkConfig, input_shape,
+                 num_classes: int) -> None:
+    """Raises InputError naming --metric if it names layers the network lacks
+    (checked on the architecture, before any training)."""
+    from tfgeo import hidden_metric
+    from tfgeo import metrics
+
+    kind, layers = metrics.parse_metric(metric)
+    if kind == "hidden" and layers:
+        try:
+            hidden_metric.representation_names(build(network, input_shape, num_classes), layers)
+        except ValueError as e:
+            raise config_lib.InputError(f"--metric={metric}: {e}") from None
+
+
 def build(network: config_lib.NetworkConfig, input_shape, num_classes: int) -> keras.Model:
     """A fresh zoo network (raises ValueError naming --model if it cannot fit the inputs)."""
     try:

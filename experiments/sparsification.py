@@ -1,21 +1,36 @@
-"""Sparsification (application 1): methods compared stage by stage at equal compute, resumably.
+"""Sparsification (application 1): methods compared stage by stage, in two tracks, resumably.
 
 Stage by stage through a sparsity schedule, each method carries its own
-network from the previous stage's sparsity to the next (one-shot always
-prunes the dense start):
+network to the next stage's sparsity; its mask there is chosen from the
+network it carries (so masks nest). Label-free methods see only unlabelled
+calibration inputs (`calibration_size` training images) and the dense
+start network:
 
-  one_shot   magnitude-prune the dense start (no recovery)
-  finetune   magnitude-prune, then masked Adam fine-tuning
-  gradual    Zhu & Gupta polynomial-schedule pruning during fine-tuning
-  geodesic   geodesic walk toward the pruned copy, then exact projection
+  one_shot        magnitude-prune the dense start (no recovery)
+  layerwise       layer-wise least-squares reconstruction of each layer's
+                  pre-activation, fed the pruned network's own inputs
+                  (`tfgeo.layerwise`; mask: `layerwise_mask`)
+  geodesic        Gauss-Newton projection onto the mask: geodesic steps on the
+                  kept weights driven by the residual to the dense network's
+                  function on the calibration inputs, re-linearised at every
+                  step, kept only when the functional distance falls
+                  (`tfgeo.projection`; mask: `geodesic_mask`)
+  geodesic_walk   the walk toward the pruned copy measured from the current
+                  point (version 0.1's method), then exact projection
 
-Per stage, the geodesic method's cost in gradient-equivalents (its
-metric-vector products and quadratic forms counted by the fixed rule of
-`cost`, plus any fine-tuning steps) sets the gradient-step budget of the
-`finetune` and `gradual` baselines, unless `baseline_steps` fixes it. Every
-stage's networks and rows are checkpointed in a `RunState`, so an
-interrupted study resumes at the next stage; each stage reseeds from
-(seed, stage, method), so a resumed study equals an uninterrupted one.
+Label-using methods train on labelled batches for `label_budget`
+gradient-equivalents per stage each:
+
+  finetune           magnitude-prune, then masked Adam fine-tuning
+  gradual            Zhu & Gupta polynomial-schedule pruning during fine-tuning
+  geodesic_finetune  the geodesic projection, then masked fine-tuning for the
+                     rest of the budget
+
+Costs are counted by the fixed rule of `cost` (in gradients on batches of
+`batch_size`), and wall seconds are recorded. Every stage's networks and rows
+are checkpointed in a `RunState`, so an interrupted study resumes at the next
+stage; each stage reseeds from (seed, stage, method), so a resumed study
+equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -27,7 +42,10 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfgeo import layerwise
+from tfgeo import projection
 from tfgeo import pruning
+from tfgeo import representations
 from tfgeo import sparsification
 from tfgeo import weights as weights_lib
 
@@ -39,8 +57,12 @@ from . import networks
 from . import plotting
 from . import results
 from . import run_state
+from . import tensorboard
 
-METHODS = ("one_shot", "finetune", "gradual", "geodesic")
+LABEL_FREE = ("one_shot", "layerwise", "geodesic", "geodesic_walk")
+LABEL_USING = ("finetune", "gradual", "geodesic_finetune")
+METHODS = LABEL_FREE + LABEL_USING
+MASKS = ("magnitude", "wanda", "obs")
 _METHOD_INDEX = {m: i for i, m in enumerate(METHODS)}
 option = config_lib.option
 
@@ -71,8 +93,31 @@ class SparsifyConfig:
                           "tensor (layer).", choices=pruning.SCOPES)
     prune_biases: bool = option(False, "Also prune 1-d tensors (biases).")
     prune_last_layer: bool = option(True, "Also prune the output layer.")
-    methods: tuple = option(METHODS, "Methods to run.", element=str, choices=METHODS,
-                            unique=True, nonempty=True)
+    methods: tuple = option(("one_shot", "layerwise", "geodesic", "finetune", "gradual",
+                             "geodesic_finetune"), "Methods to run.", element=str,
+                            choices=METHODS, unique=True, nonempty=True)
+    calibration_size: int = option(2048, "Unlabelled training inputs the label-free methods "
+                                   "see (layerwise, geodesic).", lower=1, upper=10_000_000)
+    layerwise_mask: str = option("magnitude", "Mask choice of layerwise (magnitude: global "
+                                 "|w|; wanda: |w| ||x|| per unit; obs: SparseGPT-style "
+                                 "saliency per layer).", choices=MASKS)
+    layerwise_bias: bool = option(True, "layerwise also refits the biases.")
+    geodesic_mask: str = option("magnitude", "Mask choice of the geodesic projection.",
+                                choices=MASKS)
+    projection_steps: int = option(10, "Gauss-Newton steps of the geodesic projection per "
+                                   "stage.", lower=1, upper=10_000)
+    projection_layers: str = option("logits", "Representations the geodesic projection keeps: "
+                                    "logits (the outputs) or hidden (every layer's "
+                                    "pre-activation and the outputs).",
+                                    choices=("logits", "hidden"))
+    projection_start: str = option("mask", "Start of the projection: mask (the masked "
+                                   "network) or layerwise (its reconstruction).",
+                                   choices=("mask", "layerwise"))
+    logits_weight: float = option(1.0, "Weight of the outputs' term in the functional "
+                                  "distance (hidden representations have weight 1).",
+                                  lower=0.0, lower_open=True, upper=1e6)
+    label_budget: int = option(2000, "Gradient-equivalents per stage of each label-using "
+                               "method (batches of --batch_size).", lower=0)
     batch_size: int = option(256, "Batch of the metric and of the baselines' steps.", lower=1,
                              upper=1_000_000)
     max_steps: int = option(500, "Most geodesic steps per stage.", lower=1, upper=10_000_000)
@@ -84,8 +129,6 @@ class SparsifyConfig:
                                           "stage (counted in its cost).", lower=0)
     finetune_learning_rate: float = option(1e-4, "Adam rate of the fine-tuning baselines.",
                                            lower=0.0, lower_open=True, upper=10.0)
-    baseline_steps: int = option(0, "Gradient steps per stage for the baselines; 0 matches the "
-                                 "geodesic stage's cost.", lower=0)
     gradual_frequency: int = option(50, "Steps between mask updates in gradual pruning.",
                                     lower=1)
     gradual_fraction: float = option(0.75, "Fraction of a stage's steps over which gradual "
@@ -110,10 +153,6 @@ def check(config: SparsifyConfig) -> None:
     if config.initial_sparsity is not None and config.initial_sparsity > config.final_sparsity:
         raise config_lib.InputError(f"--initial_sparsity={config.initial_sparsity} exceeds "
                          f"--final_sparsity={config.final_sparsity}.")
-    needs_budget = {"finetune", "gradual"} & set(config.methods)
-    if needs_budget and "geodesic" not in config.methods and config.baseline_steps == 0:
-        raise config_lib.InputError(f"--methods={','.join(config.methods)}: {sorted(needs_budget)} match "
-                         "the geodesic method's cost; add geodesic or set --baseline_steps.")
     networks.check_fits(config.network, config.data.dataset)
 
 
@@ -139,63 +178,154 @@ def exact_zero_count(weights, which) -> tuple[int, int]:
 class _Stage:
     """What every method of one stage shares."""
 
-    def __init__(self, config, train, which, jit, k, sparsity, previous):
-        self.config, self.train, self.which, self.jit = config, train, which, jit
+    def __init__(self, config, model, dense, train, calibration, which, jit, k, sparsity,
+                 previous):
+        self.config, self.model, self.dense, self.train = config, model, dense, train
+        self.calibration, self.which, self.jit = calibration, which, jit
         self.k, self.sparsity, self.previous = k, sparsity, previous
-        self.budget = config.baseline_steps
-        self.pruner = None
+        self.walker = None
 
     def batches(self, method):
         seed = _stage_seed(self.config.run.seed, self.k, method)
         return data.to_dataset(self.train, self.config.batch_size, shuffle=True, seed=seed,
                                drop_remainder=True, repeat=True)
 
+    def masks(self, choice, current):
+        """The stage's masks chosen from the method's current network (so they nest)."""
+        if choice == "magnitude":
+            return pruning.magnitude_masks(current, self.sparsity, self.which, self.config.ranking)
+        with _weights(self.model, current):
+            if choice == "wanda":
+                return pruning.wanda_masks(self.model, self.calibration, self.sparsity, self.which)
+            return pruning.obs_masks(self.model, self.calibration, self.sparsity, self.which)[0]
 
-def _one_shot(stage, model, masks, row):
-    current = weights_lib.get_trainable(model)
-    weights_lib.set_trainable(model, pruning.apply_masks(current, masks))
+    def scale(self, examples):
+        """Cost on `examples` inputs in gradients on batches of batch_size."""
+        return examples / self.config.batch_size
+
+
+class _weights:
+    """Context: the model holds `weights` inside the block, its own again after."""
+
+    def __init__(self, model, weights):
+        self.model, self.weights = model, weights
+
+    def __enter__(self):
+        self.saved = weights_lib.get_trainable(self.model)
+        weights_lib.set_trainable(self.model, self.weights)
+
+    def __exit__(self, *exc):
+        weights_lib.set_trainable(self.model, self.saved)
+
+
+def _one_shot(stage, current, row):
+    masks = pruning.magnitude_masks(stage.dense, stage.sparsity, stage.which, stage.config.ranking)
+    weights_lib.set_trainable(stage.model, pruning.apply_masks(stage.dense, masks))
     row.update(gradient_equivalents=0.0, steps=0)
+    return masks
 
 
-def _geodesic(stage, model, masks, row, pruner_cache):
+def _layerwise(stage, current, row):
     config = stage.config
-    if pruner_cache.get("pruner") is None:
-        g = config.geodesic
-        pruner_cache["pruner"] = sparsification.GeodesicPruner(
-            model, step_size=g.step_size, damping=g.damping, output_metric=g.output_metric,
+    masks = stage.masks(config.layerwise_mask, current)
+    weights_lib.set_trainable(stage.model, stage.dense)  # the function to reconstruct
+    layerwise.reconstruct(stage.model, masks, stage.calibration, refit_bias=config.layerwise_bias,
+                          apply=True)
+    layers = len(representations.weighted_layers(stage.model))
+    # One forward pass over the calibration set per layer (and one for the dense targets).
+    row.update(gradient_equivalents=cost.gradient_equivalents(
+        forwards=layers + 1, batch=len(stage.calibration), reference_batch=config.batch_size),
+        steps=0)
+    return masks
+
+
+def project(stage, current, row):
+    """The geodesic projection from the method's current network; returns its masks."""
+    config, g = stage.config, stage.config.geodesic
+    masks = stage.masks(config.geodesic_mask, current)
+    start = current
+    if config.projection_start == "layerwise":
+        weights_lib.set_trainable(stage.model, stage.dense)
+        start, _ = layerwise.reconstruct(stage.model, masks, stage.calibration)
+    weights_lib.set_trainable(stage.model, stage.dense)  # the reference function
+    report = projection.gauss_newton_projection(
+        stage.model, masks, stage.calibration, layers=None if config.projection_layers == "logits"
+        else "hidden", output_metric=g.output_metric, steps=config.projection_steps,
+        solver=projection.Solver(damping=g.damping, max_iterations=g.cg_iterations,
+                                 tolerance=g.cg_tolerance, preconditioner=g.preconditioner,
+                                 jit_compile=stage.jit),
+        start=start, logits_weight=config.logits_weight)
+    n = len(stage.calibration)
+    row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
+               functional_distance=report["distance"],
+               gradient_equivalents=cost.gradient_equivalents(
+                   metric_products=report["products"], quadratic_forms=report["quadratic_forms"],
+                   gradients=report["gradients"] + report["curvature"],
+                   forwards=report["forwards"], batch=n, reference_batch=config.batch_size))
+    return masks
+
+
+def _geodesic_walk(stage, current, row):
+    config, g = stage.config, stage.config.geodesic
+    masks = pruning.magnitude_masks(current, stage.sparsity, stage.which, config.ranking)
+    weights_lib.set_trainable(stage.model, current)
+    if stage.walker is None:
+        stage.walker = sparsification.GeodesicPruner(
+            stage.model, step_size=g.step_size, damping=g.damping, output_metric=g.output_metric,
             cg_max_iterations=g.cg_iterations, cg_tolerance=g.cg_tolerance,
             tolerance=config.tolerance, max_steps=config.max_steps, jit_compile=stage.jit,
             log_every=config.log_every, verbose=config.run.verbose)
-    batches = stage.batches("geodesic")
-    walk = pruner_cache["pruner"].prune(masks, batches)
-    extra = sparsification.masked_finetune(
-        model, masks, batches, config.geodesic_finetune_steps, config.finetune_learning_rate,
-        jit_compile=stage.jit)
+    walk = stage.walker.prune(masks, stage.batches("geodesic_walk"))
     row.update({k: v for k, v in walk.items() if k != "seconds"})
-    row["finetune_steps"] = extra["steps"]
     row["gradient_equivalents"] = cost.gradient_equivalents(
-        metric_products=walk["metric_products"], quadratic_forms=walk["quadratic_forms"],
-        gradients=extra["gradients"])
-    if not stage.budget:
-        stage.budget = max(int(round(row["gradient_equivalents"])), 1)
+        metric_products=walk["metric_products"], quadratic_forms=walk["quadratic_forms"])
+    return masks
 
 
-def _finetune(stage, model, masks, row):
-    _one_shot(stage, model, masks, row)
-    res = sparsification.masked_finetune(model, masks, stage.batches("finetune"), stage.budget,
-                                         stage.config.finetune_learning_rate,
-                                         jit_compile=stage.jit)
-    row.update(gradient_equivalents=res["gradients"], steps=res["steps"])
-
-
-def _gradual(stage, model, masks, row):
+def _finetune(stage, current, row, steps=None, masks=None):
     config = stage.config
+    if masks is None:
+        masks = pruning.magnitude_masks(current, stage.sparsity, stage.which, config.ranking)
+        weights_lib.set_trainable(stage.model, pruning.apply_masks(current, masks))
+    steps = config.label_budget if steps is None else steps
+    res = sparsification.masked_finetune(
+        stage.model, masks, stage.batches("finetune"), steps, config.finetune_learning_rate,
+        jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/finetune"))
+    row.update(finetune_steps=res["steps"],
+               gradient_equivalents=row.get("gradient_equivalents", 0.0) + res["gradients"])
+    row.setdefault("steps", res["steps"])
+    return masks
+
+
+def _gradual(stage, current, row):
+    config = stage.config
+    weights_lib.set_trainable(stage.model, current)
     res = sparsification.gradual_prune(
-        model, stage.batches("gradual"), stage.previous, stage.sparsity, stage.budget,
-        config.finetune_learning_rate, frequency=config.gradual_frequency,
+        stage.model, stage.batches("gradual"), stage.previous, stage.sparsity,
+        config.label_budget, config.finetune_learning_rate, frequency=config.gradual_frequency,
         pruning_fraction=config.gradual_fraction, which=stage.which, scope=config.ranking,
-        jit_compile=stage.jit)
+        jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/gradual"))
     row.update(gradient_equivalents=res["gradients"], steps=res["steps"])
+    return None
+
+
+def _geodesic_finetune(stage, current, row):
+    masks = project(stage, current, row)
+    left = max(int(stage.config.label_budget - row["gradient_equivalents"]), 0)
+    row["over_budget"] = row["gradient_equivalents"] > stage.config.label_budget
+    return _finetune(stage, current, row, steps=left, masks=masks)
+
+
+_METHODS = {"one_shot": _one_shot, "layerwise": _layerwise, "geodesic": project,
+            "geodesic_walk": _geodesic_walk, "finetune": _finetune, "gradual": _gradual,
+            "geodesic_finetune": _geodesic_finetune}
+
+
+def calibration_set(train: data.ArraySplit, size: int, seed: int) -> np.ndarray:
+    """`size` unlabelled training inputs, drawn once per run (the same for every method)."""
+    size = min(size, len(train.y))
+    pick = np.sort(np.random.default_rng(seed + 7).permutation(len(train.y))[:size])
+    return train.x[pick]
 
 
 def run_study(model: keras.Model, stages, train: data.ArraySplit, validation, test,
@@ -204,57 +334,58 @@ def run_study(model: keras.Model, stages, train: data.ArraySplit, validation, te
     """Runs the study from `model` (the dense start); returns one row per
     (stage, method) plus the dense start. `state.completed` stages are skipped.
 
-    Each row: stage, sparsity (asked), measured_sparsity, method,
+    Each row: stage, sparsity (asked), measured_sparsity, method, track,
     {validation,test}_{accuracy,loss}, gradient_equivalents, steps, seconds,
-    and for geodesic the CG and distance counters.
+    and the method's own counters.
     """
     methods = list(config.methods)
-    dense = model.get_weights()
-    which = pruning.prunable(weights_lib.get_trainable(model), config.prune_biases,
-                             config.prune_last_layer)
-    weights = {m: run_state.unpack_weights(m, state.arrays) or dense for m in methods}
+    dense_all = model.get_weights()
+    dense = weights_lib.get_trainable(model)
+    which = pruning.prunable(dense, config.prune_biases, config.prune_last_layer)
+    weights = {m: run_state.unpack_weights(m, state.arrays) or dense_all for m in methods}
+    calibration = calibration_set(train, config.calibration_size, config.run.seed)
     rows = list(state.payload.get("rows", []))
     if not rows:
         start = {"stage": 0, "sparsity": 0.0, "method": "dense", "gradient_equivalents": 0.0,
-                 "measured_sparsity": pruning.sparsity_of(weights_lib.get_trainable(model),
-                                                          which)}
+                 "measured_sparsity": pruning.sparsity_of(dense, which)}
         _evaluate(model, "validation", validation, start)
         _evaluate(model, "test", test, start)
         rows.append(start)
-    pruner_cache = {}
     for k, sparsity in enumerate(stages):
         if k < state.completed:
             continue
-        stage = _Stage(config, train, which, jit_compile, k, sparsity,
-                       stages[k - 1] if k > 0 else 0.0)
+        stage = _Stage(config, model, dense, train, calibration, which, jit_compile, k,
+                       sparsity, stages[k - 1] if k > 0 else 0.0)
         stage_rows = []
-        for method in sorted(methods, key=lambda m: m != "geodesic"):  # geodesic sets the budget
+        for method in methods:
             keras.utils.set_random_seed(_stage_seed(config.run.seed, k, method))
-            model.set_weights(dense if method == "one_shot" else weights[method])
+            model.set_weights(weights[method])
+            current = weights_lib.get_trainable(model)
             began = time.time()
-            row = {"stage": k + 1, "sparsity": float(sparsity), "method": method}
-            masks = pruning.magnitude_masks(weights_lib.get_trainable(model), sparsity, which,
-                                            config.ranking)
-            if method == "geodesic":
-                _geodesic(stage, model, masks, row, pruner_cache)
-            else:
-                {"one_shot": _one_shot, "finetune": _finetune, "gradual": _gradual}[method](
-                    stage, model, masks, row)
+            row = {"stage": k + 1, "sparsity": float(sparsity), "method": method,
+                   "track": "label-free" if method in LABEL_FREE else "label-using"}
+            masks = _METHODS[method](stage, current, row)
             row["seconds"] = time.time() - began
             _check_sparse(model, masks, which, sparsity, method, row, k)
             _evaluate(model, "validation", validation, row)
             _evaluate(model, "test", test, row)
-            if method != "one_shot":
-                weights[method] = model.get_weights()
+            weights[method] = model.get_weights()
             stage_rows.append(row)
-        rows.extend(sorted(stage_rows, key=lambda r: _METHOD_INDEX[r["method"]]))
+            logging.info("stage %d (%.1f%%) %s: %s accuracy %.4f, %.0f gradient-equivalents, "
+                         "%.1f s", k + 1, 100 * sparsity, method,
+                         "validation" if validation is not None else "test",
+                         row.get("validation_accuracy", row.get("test_accuracy")),
+                         row["gradient_equivalents"], row["seconds"])
+        rows.extend(stage_rows)
+        for key in ("validation_accuracy", "test_accuracy", "gradient_equivalents"):
+            tensorboard.scalars(key, {r["method"]: r[key] for r in stage_rows if key in r}, k + 1)
         arrays = {}
         for m in methods:
             arrays.update(run_state.pack_weights(m, weights[m]))
         state.save(k + 1, {"rows": rows}, arrays)
         if on_stage is not None:
             on_stage(rows)
-    model.set_weights(dense)
+    model.set_weights(dense_all)
     return rows
 
 
@@ -262,11 +393,16 @@ def _check_sparse(model, masks, which, sparsity, method, row, k):
     final = weights_lib.get_trainable(model)
     zeros, total = exact_zero_count(final, which)
     row["measured_sparsity"] = zeros / total
-    # The stage's own mask for one-shot/finetune/geodesic; gradual computes
-    # its masks as it goes, so its check is the count only.
-    row["mask_respected"] = bool(method == "gradual" or all(
+    # The stage's own mask where the method has one; gradual computes its
+    # masks as it goes, so its check is the count only.
+    row["mask_respected"] = bool(masks is None or all(
         np.all(np.asarray(w)[np.asarray(m) == 0] == 0) for w, m in zip(final, masks)))
-    if zeros < int(round(sparsity * total)) or not row["mask_respected"]:
+    # Global masks drop exactly round(s n) weights; per-unit and per-layer ones
+    # (wanda, obs) round per unit, so their own count is the one to meet.
+    expected = (int(round(sparsity * total)) if masks is None else
+                sum(int(np.sum(np.asarray(m) == 0)) for m, p in zip(masks, which) if p))
+    row["mask_zeros"] = expected
+    if zeros < expected or not row["mask_respected"]:
         raise AssertionError(f"{method} at stage {k + 1}: {zeros}/{total} zeros for sparsity "
                              f"{sparsity}; mask respected: {row['mask_respected']}.")
 
@@ -277,45 +413,47 @@ def final_weights(state: run_state.RunState, method: str):
 
 
 def summary_table(rows, split: str = "test") -> tuple[list[dict], list[str]]:
-    """One row per stage: sparsity, each method's accuracy on `split`, and costs."""
+    """One row per stage: sparsity, each method's accuracy on `split`, and each
+    method's cost in gradient-equivalents (`<method>_ge`)."""
     table = {}
     for r in rows:
         if r["method"] == "dense":
             continue
         t = table.setdefault(r["stage"], {"sparsity": f"{100 * r['sparsity']:.1f}%"})
         t[r["method"]] = r.get(f"{split}_accuracy", float("nan"))
-        if r["method"] == "geodesic":
-            t["geodesic_steps"] = r["steps"]
-            t["grad_equiv"] = round(r["gradient_equivalents"], 1)
-        elif r["method"] in ("finetune", "gradual"):
-            t["baseline_steps"] = r["steps"]
-    columns = ["sparsity"] + [m for m in METHODS if any(m in t for t in table.values())]
-    columns += [c for c in ("geodesic_steps", "grad_equiv", "baseline_steps")
-                if any(c in t for t in table.values())]
+        if r["method"] not in ("one_shot",):
+            t[f"{r['method']}_ge"] = int(round(r["gradient_equivalents"]))
+    present = [m for m in METHODS if any(m in t for t in table.values())]
+    columns = ["sparsity"] + present + [f"{m}_ge" for m in present
+                                        if any(f"{m}_ge" in t for t in table.values())]
     return [table[k] for k in sorted(table)], columns
 
 
 def plot(rows, path: str, title: str, split: str = "test") -> str:
-    """Accuracy vs sparsity, one line per method, the dense start at 0%."""
+    """Accuracy vs sparsity, one panel per track, the dense start at 0%."""
     dense = [r for r in rows if r["method"] == "dense"]
-    series = {}
-    for m in METHODS:
-        pts = [(100 * r["sparsity"], r[f"{split}_accuracy"]) for r in rows
-               if r["method"] == m and f"{split}_accuracy" in r]
-        if pts:
-            if dense and f"{split}_accuracy" in dense[0]:
-                pts.insert(0, (0.0, dense[0][f"{split}_accuracy"]))
-            series[m.replace("_", "-")] = ([p[0] for p in pts], [p[1] for p in pts])
-    return plotting.line_plot(path, series, xlabel="sparsity (%)",
-                              ylabel=f"{split} accuracy", title=title)
+    panels = []
+    for track, methods in (("label-free", LABEL_FREE), ("label-using", LABEL_USING)):
+        series = {}
+        for m in methods:
+            pts = [(100 * r["sparsity"], r[f"{split}_accuracy"]) for r in rows
+                   if r["method"] == m and f"{split}_accuracy" in r]
+            if pts:
+                if dense and f"{split}_accuracy" in dense[0]:
+                    pts.insert(0, (0.0, dense[0][f"{split}_accuracy"]))
+                series[m.replace("_", "-")] = ([p[0] for p in pts], [p[1] for p in pts])
+        if series:
+            panels.append((f"{split} accuracy ({track})", series))
+    return plotting.panel_plot(path, panels, xlabel="sparsity (%)", title=title)
 
 
 def report(rows, stages, title: str, split: str) -> results.Report:
     table, columns = summary_table(rows, split)
     dense = next((r for r in rows if r["method"] == "dense"), {})
     caption = (f"dense {split} accuracy {dense.get(f'{split}_accuracy', float('nan')):.4f}; "
-               f"{split} accuracy per method (baselines get the geodesic stage's "
-               "gradient-equivalents):")
+               f"{split} accuracy per method, then each method's gradient-equivalents per "
+               "stage (label-free: one_shot, layerwise, geodesic, geodesic_walk; label-using: "
+               "finetune, gradual, geodesic_finetune):")
     return results.Report(
         title, {"schedule": stages, "cost_rule": cost.COSTS, "rows": rows}, table, columns,
         caption, plots={"accuracy.png": lambda path: plot(rows, path, title, split)})
@@ -324,6 +462,7 @@ def report(rows, stages, title: str, split: str) -> results.Report:
 def run(config: SparsifyConfig) -> results.Report:
     """Runs (or resumes) a sparsification study; see the module docstring."""
     check(config)
+    tensorboard.configure(config.run)
     stages = schedule(config)
     logging.info("Sparsity schedule: %s", ", ".join(f"{100 * s:g}%" for s in stages))
     state = run_state.open_run(config)
@@ -331,6 +470,8 @@ def run(config: SparsifyConfig) -> results.Report:
         logging.info("Resuming after stage %d of %d from %s", state.completed, len(stages),
                      config.run.output_dir)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)
+    networks.check_metric(config.geodesic.metric, config.network, ds.input_shape,
+                          ds.num_classes)
     title = f"{config.network.model} on {ds.name}"
     model = networks.start_network(config.start_model, config.network, config.train, ds, train,
                                    validation, state, config.run.seed,

@@ -22,6 +22,7 @@ from . import evaluation
 from . import networks
 from . import results
 from . import run_state as run_state_lib
+from . import tensorboard
 
 SCHEDULES = config_lib.LR_SCHEDULES
 
@@ -74,7 +75,8 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
             data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch)),
             epochs=epoch + 1, initial_epoch=epoch,
             validation_data=None if validation is None else data.to_dataset(validation, 1024),
-            verbose=verbose, shuffle=False)  # the pipeline shuffles
+            verbose=verbose, shuffle=False,  # the pipeline shuffles
+            callbacks=tensorboard.callbacks("training"))
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if not all(np.isfinite(v[-1]) for v in history.values()):
@@ -101,6 +103,7 @@ class BaseTrainingConfig:
 def run(config: BaseTrainingConfig) -> results.Report:
     """Trains (or resumes training) a zoo network; saves model.keras."""
     config_lib.validate(config)
+    tensorboard.configure(config.run)
     networks.check_fits(config.network, config.data.dataset)
     state = run_state_lib.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)

@@ -25,6 +25,7 @@ from . import data
 from . import evaluation
 from . import plotting
 from . import results
+from . import tensorboard
 
 option = config_lib.option
 
@@ -46,6 +47,7 @@ class WalkConfig:
 
 def run(config: WalkConfig) -> results.Report:
     config_lib.validate(config)
+    tensorboard.configure(config.run)
     keras.utils.set_random_seed(config.run.seed)
     ds = data.load_digits(seed=config.run.seed)
     net = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(config.hidden,))
@@ -70,7 +72,8 @@ def run(config: WalkConfig) -> results.Report:
     logging.info("Walking %d geodesic steps toward the %.0f%%-pruned copy...", config.steps,
                  100 * config.sparsity)
     geodesic_model.walk(walker, train, config.steps, log_every=config.steps,
-                        callbacks=[recorder], verbose=config.run.verbose)
+                        callbacks=[recorder, *tensorboard.callbacks("walk")],
+                        verbose=config.run.verbose)
     rows = []
     for rec in recorder.records:
         d = rec["distance_to_target"]

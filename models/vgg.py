@@ -28,15 +28,19 @@ def vgg(config, input_shape=(32, 32, 3), num_classes=10, batch_norm=False, width
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}.")
     layers = [keras.Input(tuple(input_shape), dtype=dtype)]
-    for item in config:
+    convs = pools = 0
+    for item in config:  # layers named conv1.., bn1.., relu1.., pool1..: stable names
         if item == "M":
-            layers.append(keras.layers.MaxPooling2D(2, dtype=dtype))
+            pools += 1
+            layers.append(keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{pools}"))
             continue
+        convs += 1
         channels = max(1, int(round(item * width)))
-        layers.append(keras.layers.Conv2D(channels, 3, padding="same", use_bias=True, dtype=dtype))
+        layers.append(keras.layers.Conv2D(channels, 3, padding="same", use_bias=True, dtype=dtype,
+                                          name=f"conv{convs}"))
         if batch_norm:
-            layers.append(keras.layers.BatchNormalization(dtype=dtype))
-        layers.append(keras.layers.ReLU(dtype=dtype))
+            layers.append(keras.layers.BatchNormalization(dtype=dtype, name=f"bn{convs}"))
+        layers.append(keras.layers.ReLU(dtype=dtype, name=f"relu{convs}"))
     layers += [keras.layers.Flatten(dtype=dtype),
                keras.layers.Dense(int(num_classes), dtype=dtype, name="logits")]
     return keras.Sequential(layers, name=name)

@@ -155,3 +155,53 @@ def test_geodesic_step_changes_held_out_outputs_less_than_straight_step():
     print(f"KL geodesic/straight = {geo_kl / straight_kl:.4f}, MSE = {geo_mse / straight_mse:.4f}")
     assert geo_kl <= 0.3 * straight_kl, (geo_kl, straight_kl)
     assert geo_mse <= 0.3 * straight_mse, (geo_mse, straight_mse)
+
+
+def _matrix(a):
+    from tfgeo import linear_operator
+
+    return linear_operator.MatrixOperator(np.asarray(a, np.float64), [(len(a),)])
+
+
+def test_breakdown_after_accepted_iterations_steps_along_the_last_iterate():
+    """The documented rule: a breakdown after accepted iterations keeps the last
+    accepted CG iterate (a truncated-Newton direction) and the step is taken."""
+    op = _matrix(np.diag([2.0, 1.0, -1.0]))  # indefinite: breaks down after an accepted step
+    v = [tf.constant([1.0, 1.0, 1.0], tf.float64)]
+    res = geodesic.geodesic_step(op, v, step_size=0.1, damping=0.0, max_iterations=10,
+                                 tolerance=1e-12)
+    assert int(res.cg.status) == krylov.NON_POSITIVE_CURVATURE and int(res.cg.iterations) >= 1
+    assert bool(res.ok)
+    np.testing.assert_allclose(np.linalg.norm(res.step[0].numpy()), 0.1, rtol=1e-12)
+    x = res.cg.solution[0].numpy()
+    np.testing.assert_allclose(res.step[0].numpy(), 0.1 * x / np.linalg.norm(x), rtol=1e-12)
+
+
+def test_breakdown_on_the_first_iteration_gives_a_zero_step():
+    op = _matrix(-np.eye(3))  # negative curvature at once: nothing accepted
+    res = geodesic.geodesic_step(op, [tf.ones(3, tf.float64)], step_size=0.1, damping=0.0)
+    assert int(res.cg.iterations) == 0 and not bool(res.ok)
+    np.testing.assert_array_equal(res.step[0].numpy(), 0.0)
+
+
+@pytest.mark.parametrize("step_size", [0.0, -0.1, float("nan"), float("inf")])
+def test_bad_step_sizes_are_refused(step_size):
+    with pytest.raises(ValueError, match="step_size"):
+        geodesic.geodesic_step(_matrix(np.eye(2)), [tf.ones(2, tf.float64)], step_size)
+
+
+def test_a_zero_clipped_step_size_is_not_ok():
+    res = geodesic.geodesic_step(_matrix(np.eye(2)), [tf.ones(2, tf.float64)],
+                                 tf.constant(0.0, tf.float64))
+    assert not bool(res.ok)
+    np.testing.assert_array_equal(res.step[0].numpy(), 0.0)
+
+
+def test_true_residual_is_the_residual_of_the_returned_solution():
+    a = np.diag([1.0, 10.0, 100.0])
+    v = [tf.constant([1.0, 1.0, 1.0], tf.float64)]
+    res = geodesic.geodesic_step(_matrix(a), v, 0.1, damping=0.5, max_iterations=2,
+                                 tolerance=1e-12, true_residual=True)
+    x = res.cg.solution[0].numpy()
+    want = np.linalg.norm((a + 0.5 * np.eye(3)) @ x - 1.0) / np.sqrt(3)
+    np.testing.assert_allclose(float(res.true_residual), want, rtol=1e-10)

@@ -184,3 +184,62 @@ def test_extra_damping_decays_after_successes(trained):
     _fit(walker, ds, jit=False, steps=3)
     assert float(walker.backoff.extra_damping.numpy()) == pytest.approx(1e-6)
     assert float(walker.backoff.consecutive_failures.numpy()) == 0
+
+
+def test_h5_is_refused_and_keras_format_works(trained, tmp_path):
+    ds, weights, target = trained
+    walker = _walker(ds, weights, target)
+    with pytest.raises(ValueError, match=r"\.keras"):
+        walker.save(str(tmp_path / "walker.h5"))
+
+
+def test_zero_direction_and_empty_data_are_reported(trained):
+    ds, weights, _ = trained
+    net = mlp_lib.mlp(ds.input_shape, ds.num_classes, hidden=(32,))
+    net.set_weights(weights)
+    # The keep-mask given as the pulled coordinates: the direction is zero.
+    keep = [np.ones_like(w) for w in weights]
+    walker = geodesic_model.GeodesicModel(net, objectives.TowardTarget(weights, pull=keep))
+    walker.compile()
+    with pytest.raises(ValueError, match="direction is zero"):
+        walker.fit(ds.train.x[:64], epochs=1, verbose=0)
+    walker = geodesic_model.GeodesicModel(net, objectives.TaskLossDescent())
+    walker.compile()
+    empty = tf.data.Dataset.from_tensor_slices((ds.train.x[:0], ds.train.y[:0])).batch(8)
+    with pytest.warns(UserWarning, match="ran no step"):
+        walker.fit(empty, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"step_size": float("inf")}, ValueError, "step_size"),
+    ({"metric": "hidden:nope"}, ValueError, "nope"),
+    ({"preconditioner": "ilu"}, ValueError, "preconditioner"),
+])
+def test_bad_walk_settings_are_named(trained, kwargs, error, match):
+    ds, weights, target = trained
+    with pytest.raises(error, match=match):
+        _walker(ds, weights, target, **kwargs)
+
+
+def test_softmax_outputs_and_weightless_models_are_refused(trained):
+    ds, weights, target = trained
+    soft = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    with pytest.raises(ValueError, match="logits"):
+        geodesic_model.GeodesicModel(soft, objectives.TaskLossDescent())
+    empty = keras.Sequential([keras.Input((4,)), keras.layers.Flatten()])
+    with pytest.raises(ValueError, match="no trainable weights"):
+        geodesic_model.GeodesicModel(empty, objectives.TaskLossDescent())
+
+
+@pytest.mark.parametrize("metric,preconditioner", [("hidden", "none"), ("hidden", "kfac"),
+                                                   ("logits", "diagonal"), ("kfac", "none")])
+def test_walks_with_other_metrics_and_preconditioners_converge_and_move(trained, metric,
+                                                                        preconditioner):
+    ds, weights, target = trained
+    walker = _walker(ds, weights, target, step_size=0.05, metric=metric,
+                     preconditioner=preconditioner, cg_max_iterations=100, cg_tolerance=0.1)
+    history = _fit(walker, ds, jit=True, steps=6)
+    assert history.history["failed_steps"][-1] == 0
+    assert history.history["cg_residual"][-1] <= 0.1 + 1e-6  # the true residual
+    moved = max(np.abs(a - w).max() for a, w in zip(walker.model.get_weights(), weights))
+    assert moved > 1e-3

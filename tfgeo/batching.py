@@ -30,8 +30,10 @@ def chunked_mean(fn, inputs, chunk_size: int | None):
     `fn(chunk)` returns a tensor or a list of tensors (a mean over the chunk);
     with `chunk_size` None or >= N it is `fn(inputs)`.
     """
+    if chunk_size is None:
+        return fn(inputs)
     n = num_examples(inputs)
-    if chunk_size is None or chunk_size >= n:
+    if chunk_size >= n:
         return fn(inputs)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")

@@ -96,23 +96,43 @@ def reference(model: keras.Model, inputs, layers=None, logits_weight: float = 1.
     return Reference(names, values, weights)
 
 
-class _Objective:
-    """D(w), grad D(w) and the metric g(w) for a model, its calibration inputs and a Reference."""
+class Solver(NamedTuple):
+    """How each linear system is solved."""
+    damping: float = 1e-3  # lambda, relative to the metric's mean diagonal (the initial one for GN)
+    max_iterations: int = 200  # CG iterations per solve
+    tolerance: float = 1e-2  # CG relative residual
+    preconditioner: str = "none"  # or "kfac"
+    jit_compile: bool = False
+    chunk_size: int = 512
 
-    def __init__(self, model, inputs, ref: Reference, output_metric, chunk_size, jit_compile):
-        self.model, self.inputs, self.ref = model, inputs, ref
+
+class _Objective:
+    """D(w), grad D(w), and solves with the metric g(w) restricted to a mask,
+    for a model, its calibration inputs and a Reference; every function is
+    traced once and reads the model's current weights."""
+
+    def __init__(self, model, inputs, ref: Reference, mask, output_metric, solver: Solver):
+        self.model, self.inputs, self.ref, self.solver = model, inputs, ref, solver
         self.metric = output_metrics.get(output_metric)
-        self.output_metric, self.chunk_size = output_metric, chunk_size
+        self.output_metric = output_metric
         self.run = _forward(model, ref.names)
-        data = {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}
-        self.data = data
+        self.data = {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}
         self.variables = weights_lib.backing_variables(model)
-        self._distance = tf.function(lambda: batching.chunked_mean(self._chunk_distance, data,
-                                                                   chunk_size),
-                                     jit_compile=jit_compile)
-        self._gradient = tf.function(lambda: batching.chunked_mean(self._chunk_gradient, data,
-                                                                   chunk_size),
-                                     jit_compile=jit_compile)
+        self.dtype = model.trainable_variables[0].dtype
+        self.mask = _masks(mask, self.dtype)
+        chunk, jit = solver.chunk_size, solver.jit_compile
+        self._distance = tf.function(
+            lambda: batching.chunked_mean(self._chunk_distance, self.data, chunk), jit_compile=jit)
+        self._gradient = tf.function(
+            lambda: batching.chunked_mean(self._chunk_gradient, self.data, chunk), jit_compile=jit)
+        self._quadratic = tf.function(lambda v: self.operator().quadratic_form(v),
+                                      jit_compile=jit)
+        self._product = tf.function(lambda v: self.operator().matvec(v), jit_compile=jit)
+        self.hidden = None if ref.names == [OUTPUTS] else ref.names
+        self._factors = tf.function(lambda x, seed: kfac.factors_on_batch(
+            model, x, output_metric, seed, hidden=self.hidden))
+        self._eigen = tf.function(kfac.eigendecompose)
+        self._solve = tf.function(self._solve_fn, jit_compile=jit)
 
     def _divergences(self, zs, refs):
         out = []
@@ -146,53 +166,67 @@ class _Objective:
         return list(self._gradient())
 
     def operator(self) -> linear_operator.LinearOperator:
-        hidden = [n for n in self.ref.names if n != OUTPUTS]
-        return hidden_metric.HiddenMetricOperator(
-            self.model, self.inputs, hidden + ([OUTPUTS] if OUTPUTS in self.ref.names else []),
-            self.output_metric, weights=self._operator_weights(), chunk_size=self.chunk_size)
-
-    def _operator_weights(self):
+        """g at the current weights (the Gauss-Newton matrix of D)."""
         order = [n for n in self.ref.names if n != OUTPUTS] + (
             [OUTPUTS] if OUTPUTS in self.ref.names else [])
-        return [self.ref.weights[self.ref.names.index(n)] for n in order]
+        weights = [self.ref.weights[self.ref.names.index(n)] for n in order]
+        return hidden_metric.HiddenMetricOperator(
+            self.model, self.inputs, order, self.output_metric, weights=weights,
+            chunk_size=self.solver.chunk_size)
 
-    def preconditioner(self, mask, damping, seed):
-        hidden = None if self.ref.names == [OUTPUTS] else self.ref.names
-        # (The factors weigh each representation by its scale at the current
-        # point, the objective by the reference's: close enough to precondition.)
-        f = kfac.factors(self.model, self.inputs, self.output_metric, self.chunk_size,
-                         seed=seed, hidden=hidden)
-        p = kfac.KFACOperator(self.model, f, damping=damping)
-        return linear_operator.RestrictedPreconditioner(p, mask, damping)
+    def mean_diagonal(self, probes: int = 4, seed: int = 0) -> float:
+        """trace(g) / P by Hutchinson's estimator with Rademacher probes."""
+        rng = np.random.default_rng(seed)
+        size = sum(int(np.prod(v.shape)) for v in self.variables)
+        total = 0.0
+        for _ in range(probes):
+            v = [tf.constant(rng.choice([-1.0, 1.0], size=tuple(w.shape)), self.dtype)
+                 for w in self.variables]
+            total += float(self._quadratic(v))
+        return total / probes / size
 
+    def eigen(self, seed: int) -> list:
+        """K-FAC of this metric over the calibration inputs, eigendecomposed."""
+        n = batching.num_examples(self.inputs)
+        chunk = self.solver.chunk_size
+        total = None
+        for k, start in enumerate(range(0, n, chunk)):
+            x = tf.nest.map_structure(lambda a: a[start:start + chunk], self.inputs)
+            part = self._factors(x, tf.constant([seed, k], tf.int32))
+            w = batching.num_examples(x) / n
+            part = [[t * w for t in ts] for ts in part]
+            total = part if total is None else [[t + p for t, p in zip(ts, ps)]
+                                                for ts, ps in zip(total, part)]
+        return self._eigen(kfac.Factors(*total))
 
-class Solver(NamedTuple):
-    """How each linear system is solved."""
-    damping: float = 1e-3  # lambda (the initial one for Gauss-Newton)
-    max_iterations: int = 200  # CG iterations per solve
-    tolerance: float = 1e-2  # CG relative residual
-    preconditioner: str = "none"  # or "kfac"
-    jit_compile: bool = False
-    chunk_size: int = 512
+    def _solve_fn(self, rhs, damping, eigen):
+        pre = None
+        if eigen is not None:
+            p = kfac.KFACOperator(self.model, eigen=eigen, damping=damping)
+            pre = linear_operator.RestrictedPreconditioner(p, self.mask, damping)
+        return krylov.conjugate_gradient(
+            self.operator().restricted(self.mask), rhs, damping=damping,
+            max_iterations=self.solver.max_iterations, tolerance=self.solver.tolerance,
+            preconditioner=pre)
+
+    def solve(self, rhs, damping, seed, counts):
+        eigen = None
+        if self.solver.preconditioner == "kfac":
+            eigen = self.eigen(seed)
+            counts["curvature"] += 1
+        result = self._solve(rhs, tf.constant(damping, self.dtype), eigen)
+        counts["products"] += int(result.products)
+        counts["cg_iterations"] += int(result.iterations)
+        return result
 
 
 def _masks(mask, dtype):
     return [tf.constant(np.asarray(m), dtype) for m in mask]
 
 
-def _solve(objective, rhs, mask, solver, damping, seed, counts):
-    op = objective.operator().restricted(mask)
-    pre = (objective.preconditioner(mask, damping, seed) if solver.preconditioner == "kfac"
-           else None)
-    if pre is not None:
-        counts["curvature"] += 1
-    cg = tf.function(lambda b: krylov.conjugate_gradient(
-        op, b, damping=damping, max_iterations=solver.max_iterations,
-        tolerance=solver.tolerance, preconditioner=pre), jit_compile=solver.jit_compile)
-    result = cg(rhs)
-    counts["products"] += int(result.products)
-    counts["cg_iterations"] += int(result.iterations)
-    return result
+def _counts():
+    return {"products": 0, "cg_iterations": 0, "curvature": 0, "gradients": 0, "forwards": 0,
+            "quadratic_forms": 0}
 
 
 def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metric="fisher",
@@ -201,21 +235,21 @@ def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metr
     correction; assigns the result to the model and returns a report."""
     began = time.time()
     w0 = weights_lib.get_trainable(model)
-    dtype = model.trainable_variables[0].dtype
-    m = _masks(mask, dtype)
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
-    objective = _Objective(model, inputs, ref, output_metric, solver.chunk_size,
-                           solver.jit_compile)
-    counts = {"products": 0, "cg_iterations": 0, "curvature": 0, "gradients": 0, "forwards": 0}
-    pruned = [tf.constant(w * (1.0 - np.asarray(k)), dtype) for w, k in zip(w0, mask)]
-    rhs = vectors.multiply(m, objective.operator().matvec(pruned))
+    objective = _Objective(model, inputs, ref, mask, output_metric, solver)
+    counts = _counts()
+    lam = solver.damping * objective.mean_diagonal()
+    counts["quadratic_forms"] += 4
+    pruned = [tf.constant(w * (1.0 - np.asarray(k)), objective.dtype) for w, k in zip(w0, mask)]
+    rhs = vectors.multiply(objective.mask, objective._product(pruned))
     counts["products"] += 1
-    result = _solve(objective, rhs, m, solver, solver.damping, 0, counts)
-    new = [np.asarray(k) * (w + u.numpy()) for w, k, u in zip(w0, mask, result.solution)]
-    weights_lib.set_trainable(model, new)
+    result = objective.solve(rhs, lam, 0, counts)
+    weights_lib.set_trainable(model, [np.asarray(k) * (w + u.numpy())
+                                      for w, k, u in zip(w0, mask, result.solution)])
     counts["forwards"] += 1
-    return {**counts, "distance": objective.distance(), "cg_status": krylov.status_name(
-        result.status), "examples": batching.num_examples(inputs), "seconds": time.time() - began}
+    return {**counts, "distance": objective.distance(), "damping": lam,
+            "cg_status": krylov.status_name(result.status),
+            "examples": batching.num_examples(inputs), "seconds": time.time() - began}
 
 
 def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
@@ -227,29 +261,32 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
     steps on D (module docstring), starting from `start` (default m w0).
     Assigns the result to the model; returns a report with D per step.
 
-    Stops after `steps` accepted steps, when a step lowers D by less than
-    `min_decrease` relative, or when lambda exceeds `max_damping`.
+    lambda starts at `solver.damping` times the metric's mean diagonal at the
+    start, is divided by 3 after a full step and multiplied by 10 after a
+    rejected one. Stops after `steps` accepted steps, when a step lowers D
+    by less than `min_decrease` relative, or when lambda exceeds
+    `max_damping` times its start.
     """
     began = time.time()
     w0 = weights_lib.get_trainable(model)
-    dtype = model.trainable_variables[0].dtype
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
-    m = _masks(mask, dtype)
     start = [w * np.asarray(k) for w, k in zip(w0, mask)] if start is None else [
         np.asarray(s) * np.asarray(k) for s, k in zip(start, mask)]
     weights_lib.set_trainable(model, start)
-    objective = _Objective(model, inputs, ref, output_metric, solver.chunk_size,
-                           solver.jit_compile)
-    counts = {"products": 0, "cg_iterations": 0, "curvature": 0, "gradients": 0, "forwards": 0}
+    objective = _Objective(model, inputs, ref, mask, output_metric, solver)
+    counts = _counts()
     d = objective.distance()
     counts["forwards"] += 1
-    history = [{"step": 0, "distance": d, "damping": solver.damping}]
-    lam, accepted = float(solver.damping), 0
-    while accepted < steps and lam <= max_damping:
+    lam0 = solver.damping * objective.mean_diagonal()
+    counts["quadratic_forms"] += 4
+    history = [{"step": 0, "distance": d, "damping": lam0}]
+    lam, accepted, rounds = lam0, 0, 0
+    while accepted < steps and lam <= max_damping * lam0:
         current = weights_lib.get_trainable(model)
-        grad = vectors.multiply(m, objective.gradient())
+        grad = vectors.multiply(objective.mask, objective.gradient())
         counts["gradients"] += 1
-        result = _solve(objective, vectors.scale(-1.0, grad), m, solver, lam, accepted, counts)
+        result = objective.solve(vectors.scale(-1.0, grad), lam, rounds, counts)
+        rounds += 1
         delta = [u.numpy() for u in result.solution]
         new_d, alpha = None, 1.0
         for _ in range(halvings + 1):
@@ -273,7 +310,7 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
         if on_step is not None:
             on_step(history[-1])
         if alpha == 1.0:
-            lam = max(lam / 3.0, float(solver.damping) * 1e-3)
+            lam = max(lam / 3.0, lam0 * 1e-3)
         if decrease < min_decrease:
             break
     return {**counts, "distance": d, "history": history, "steps": accepted,

@@ -102,7 +102,8 @@ def one_shot(weights, sparsity: float, which=None, scope: str = "global"):
 
 
 def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rate: float = 1e-4,
-                    loss=None, jit_compile: bool = True, verbose: int = 0) -> dict:
+                    loss=None, jit_compile: bool = True, verbose: int = 0,
+                    callbacks=()) -> dict:
     """Projects `model` onto `masks`, then `steps` Adam steps projected onto them.
 
     `dataset` is endless (x, y) batches. Returns steps, gradients (= steps)
@@ -113,14 +114,14 @@ def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rat
     if steps > 0:
         masked.compile(keras.optimizers.Adam(learning_rate), _loss(loss), jit_compile=jit_compile)
         masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
-                   shuffle=False)
+                   shuffle=False, callbacks=list(callbacks))
     return {"steps": int(steps), "gradients": float(steps), "seconds": time.time() - began}
 
 
 def gradual_prune(model: keras.Model, dataset, initial: float, final: float, steps: int,
                   learning_rate: float = 1e-4, frequency: int = 50,
                   pruning_fraction: float = 0.75, which=None, scope: str = "global",
-                  loss=None, jit_compile: bool = True, verbose: int = 0) -> dict:
+                  loss=None, jit_compile: bool = True, verbose: int = 0, callbacks=()) -> dict:
     """Fine-tunes for `steps` while the sparsity rises from `initial` to `final`
     along the Zhu & Gupta cubic schedule over the first `pruning_fraction` of
     the steps (then fine-tunes at `final`). Ends exactly at `final`."""
@@ -135,7 +136,7 @@ def gradual_prune(model: keras.Model, dataset, initial: float, final: float, ste
     if steps > 0:
         masked.compile(keras.optimizers.Adam(learning_rate), _loss(loss), jit_compile=jit_compile)
         masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
-                   callbacks=[schedule], shuffle=False)
+                   callbacks=[schedule, *callbacks], shuffle=False)
     else:
         masked.set_masks(pruning.magnitude_masks(weights_lib.get_trainable(model), final, which,
                                                  scope))

@@ -1,4 +1,5 @@
-"""A runner killed mid-run resumes from its last checkpoint to the same result."""
+"""A runner killed mid-run resumes from its last checkpoint to the same result, and a
+folder made under other flags is refused or, with --noresume, cleared first."""
 import json
 import os
 import signal
@@ -11,59 +12,97 @@ import pytest
 from tests.runner_process import ROOT
 from tests.runner_process import run_module
 
-ARGS = ["--sparsities=0.5,0.8,0.9", "--hidden=64", "--train_epochs=20", "--max_steps=150",
-        "--seed=4"]
+SPARSIFY = ["--sparsities=0.5,0.8,0.9", "--hidden=64", "--train_epochs=20",
+            "--methods=one_shot,layerwise,geodesic,finetune,gradual", "--calibration_size=512",
+            "--projection_steps=3", "--cg_iterations=50", "--label_budget=200", "--seed=4"]
+TRAIN = ["--hidden=512,512", "--epochs=40", "--seed=5"]
+CONTINUAL = ["--benchmark=split5", "--scenario=task", "--hidden=64", "--epochs=3",
+             "--geodesic_steps=40", "--methods=naive,ewc,geodesic", "--seed=6"]
 
 
-def _rows(out):
+def _results(out):
     with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)["rows"]
+        return json.load(f)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL])  # SIGTERM ends the same way, sooner
-def test_sparsify_killed_after_a_stage_resumes_to_the_uninterrupted_result(tmp_path, sig):
-    whole = str(tmp_path / "whole")
-    proc = run_module("runners.sparsify", f"--output_dir={whole}", *ARGS)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-    cut = str(tmp_path / "cut")
+def _kill_after(module, out, args, completed, sig=signal.SIGKILL):
+    """Starts the runner, kills it once its state records `completed` units."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    victim = subprocess.Popen([sys.executable, "-m", "runners.sparsify", f"--output_dir={cut}",
-                               *ARGS], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    victim = subprocess.Popen([sys.executable, "-m", module, f"--output_dir={out}", *args],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    state = os.path.join(cut, "state.json")
-    deadline = time.time() + 300
-    completed = 0
+    state = os.path.join(out, "state.json")
+    deadline = time.time() + 400
+    done = 0
     while time.time() < deadline and victim.poll() is None:
         if os.path.exists(state):
-            with open(state) as f:
-                completed = json.load(f)["completed"]
-            if completed >= 1:
+            try:
+                with open(state) as f:
+                    done = json.load(f)["completed"]
+            except (ValueError, OSError):  # being replaced right now
+                pass
+            if done >= completed:
                 break
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert victim.poll() is None, "the run finished before it could be interrupted"
     victim.send_signal(sig)
     victim.wait(timeout=60)
-    assert completed in (1, 2)
-    assert not [f for f in os.listdir(cut) if f.startswith(".tmp-")] or sig == signal.SIGKILL
+    return done
 
-    resumed = run_module("runners.sparsify", f"--output_dir={cut}", *ARGS)
+
+def _resume(module, out, args, whole):
+    resumed = run_module(module, f"--output_dir={out}", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return resumed
+
+
+def test_sparsify_killed_after_a_stage_resumes_to_the_uninterrupted_result(tmp_path):
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    proc = run_module("runners.sparsify", f"--output_dir={whole}", *SPARSIFY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _kill_after("runners.sparsify", cut, SPARSIFY, 1) in (1, 2)
+    resumed = _resume("runners.sparsify", cut, SPARSIFY, whole)
     assert "Resuming after stage" in resumed.stderr
-    a, b = _rows(whole), _rows(cut)
+    a, b = _results(whole)["rows"], _results(cut)["rows"]
     assert [(r["stage"], r["method"]) for r in a] == [(r["stage"], r["method"]) for r in b]
     for x, y in zip(a, b):
         for key in ("test_accuracy", "validation_accuracy", "measured_sparsity", "steps"):
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-6), (x["method"], x["stage"], key)
 
 
-def test_other_flags_in_the_same_folder_are_refused(tmp_path):
+def test_train_killed_mid_run_resumes_to_the_same_network(tmp_path):
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    proc = run_module("runners.train", f"--output_dir={whole}", *TRAIN)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _kill_after("runners.train", cut, TRAIN, 5) >= 5
+    _resume("runners.train", cut, TRAIN, whole)
+    a, b = _results(whole)["summary"], _results(cut)["summary"]
+    for key in ("test_loss", "train_loss", "test_accuracy"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_continual_killed_after_a_task_resumes_to_the_same_accuracies(tmp_path):
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    proc = run_module("runners.continual", f"--output_dir={whole}", *CONTINUAL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _kill_after("runners.continual", cut, CONTINUAL, 2) >= 2
+    _resume("runners.continual", cut, CONTINUAL, whole)
+    a, b = _results(whole)["methods"], _results(cut)["methods"]
+    for method in a:
+        for row_a, row_b in zip(a[method]["R"], b[method]["R"]):
+            assert row_a == pytest.approx(row_b, abs=1e-6), method
+
+
+def test_other_flags_in_the_same_folder_are_refused_or_cleared(tmp_path):
     out = str(tmp_path / "run")
-    first = run_module("runners.sparsify", f"--output_dir={out}", "--sparsities=0.5",
-                       "--hidden=16", "--train_epochs=2", "--max_steps=5",
-                       "--methods=one_shot,geodesic")
+    args = ["--hidden=16", "--train_epochs=2", "--methods=one_shot,layerwise"]
+    first = run_module("runners.sparsify", f"--output_dir={out}", "--sparsities=0.5", *args)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_module("runners.sparsify", f"--output_dir={out}", "--sparsities=0.6",
-                        "--hidden=16", "--train_epochs=2", "--max_steps=5",
-                        "--methods=one_shot,geodesic")
+    second = run_module("runners.sparsify", f"--output_dir={out}", "--sparsities=0.6", *args)
     assert second.returncode != 0 and "--sparsities" in second.stderr
+    # --noresume discards the earlier run's networks (start.keras) and says so.
+    third = run_module("runners.sparsify", f"--output_dir={out}", "--sparsities=0.6",
+                       "--noresume", *args[:1], "--train_epochs=3", *args[2:])
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "deleted" in third.stderr and "start.keras" in third.stderr
+    assert "Training start.keras" in third.stderr

@@ -1,0 +1,145 @@
+"""Bad input, tried as a hostile user would: one line naming the culprit, a non-zero
+exit, no traceback, and nothing written to the output folder."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from tests.runner_process import ROOT
+from tests.runner_process import run_module
+
+RESULTS = ("results.json", "start.keras", "model.keras", "walked.keras", "accuracy.png")
+
+
+def _fails_cleanly(proc, culprit, out):
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert culprit in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if os.path.isdir(out):
+        assert not [f for f in os.listdir(out) if f in RESULTS or f.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("module,args,culprit", [
+    ("runners.sparsify", ["--seed=-1"], "--seed"),
+    ("runners.sparsify", ["--damping=nan"], "--damping"),
+    ("runners.sparsify", ["--finetune_learning_rate=inf"], "--finetune_learning_rate"),
+    ("runners.sparsify", ["--methods=geodesic,geodesic"], "--methods"),
+    ("runners.sparsify", ["--calibration_size=0"], "--calibration_size"),
+    ("runners.sparsify", ["--hidden="], "--hidden"),
+    ("runners.sparsify", ["--metric=hidden:nope"], "--metric"),
+    ("runners.train", ["--learning_rate=1e30"], "--learning_rate"),
+    ("runners.train", ["--seed=-1"], "--seed"),
+    ("runners.walk", ["--step_size=inf"], "--step_size"),
+    ("runners.walk", ["--step_size=1e30"], "--step_size"),
+    ("runners.walk", ["--metric_batch=100000000"], "--metric_batch"),
+    ("runners.walk", ["--logical_cpus=100000"], "--logical_cpus"),
+    ("runners.continual", ["--learning_rate=inf"], "--learning_rate"),
+    ("runners.continual", ["--num_tasks=1000000"], "--num_tasks"),
+    ("runners.connect", ["--damping=inf"], "--damping"),
+])
+def test_bad_values_name_the_flag(module, args, culprit, tmp_path):
+    out = str(tmp_path / "out")
+    proc = run_module(module, *args, f"--output_dir={out}")
+    _fails_cleanly(proc, culprit, out)
+
+
+def test_empty_output_dir_is_named(tmp_path):
+    proc = run_module("runners.train", "--output_dir=")
+    assert proc.returncode != 0 and "--output_dir" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    text = root / "notes.keras"
+    text.write_text("not a model")
+    truncated = root / "truncated.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10)]).save(str(root / "good.keras"))
+    truncated.write_bytes((root / "good.keras").read_bytes()[:200])
+    softmax = root / "softmax.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10, activation="softmax")]).save(str(softmax))
+    other = root / "other.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(7),
+                      keras.layers.Dense(10)]).save(str(other))
+    return {"text": str(text), "truncated": str(truncated), "folder": str(root),
+            "softmax": str(softmax), "other": str(other)}
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("text", "cannot be loaded"), ("truncated", "cannot be loaded"), ("folder", "is not a file"),
+    ("softmax", "softmax"),
+])
+def test_unusable_start_models_are_named(bad_models, kind, message, tmp_path):
+    out = str(tmp_path / "out")
+    proc = run_module("runners.sparsify", f"--start_model={bad_models[kind]}",
+                      f"--output_dir={out}")
+    _fails_cleanly(proc, "--start_model", out)
+    assert message in proc.stderr
+
+
+def test_connect_checks_the_architecture_before_training(bad_models, tmp_path):
+    out = str(tmp_path / "out")
+    began = time.time()
+    proc = run_module("runners.connect", f"--model_a={bad_models['other']}", "--hidden=64",
+                      f"--output_dir={out}")
+    _fails_cleanly(proc, "--model_a", out)
+    assert "Training endpoint" not in proc.stderr and time.time() - began < 120
+
+
+@pytest.mark.parametrize("content", ["empty", "garbage"])
+def test_a_manual_dir_without_the_originals_fails_fast(content, tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    if content == "garbage":
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            (manual / name).write_bytes(b"garbage")
+    out = str(tmp_path / "out")
+    began = time.time()
+    proc = run_module("runners.train", "--dataset=mnist", f"--manual_dir={manual}",
+                      f"--data_dir={tmp_path / 'tfds'}", f"--output_dir={out}")
+    _fails_cleanly(proc, "--dataset=mnist", out)
+    assert ("lacks" if content == "empty" else "bytes") in proc.stderr
+    assert time.time() - began < 60
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04truncated", b"\x93NUMPY random bytes"])
+def test_a_broken_checkpoint_is_named(content, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "state.npz").write_bytes(content)
+    proc = run_module("runners.train", "--epochs=2", f"--output_dir={out}")
+    assert proc.returncode != 0 and "--output_dir" in proc.stderr and "unreadable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_diverging_run_writes_no_result(tmp_path):
+    out = str(tmp_path / "out")
+    proc = run_module("runners.train", "--learning_rate=10", "--epochs=3", "--hidden=512,512",
+                      f"--output_dir={out}")
+    _fails_cleanly(proc, "diverged", out)
+
+
+def test_ctrl_c_ends_with_one_line(tmp_path):
+    out = str(tmp_path / "out")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "runners.train", "--epochs=100000",
+                             f"--output_dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    state = os.path.join(out, "state.json")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(state):
+        time.sleep(0.2)
+    time.sleep(3)  # into training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Interrupted; rerun with the same flags" in err and "Traceback" not in err
