@@ -196,6 +196,10 @@ class TrainConfig:
                                   upper=10.0)
     lr_schedule: str = option("constant", "Learning-rate schedule over all training steps.",
                               choices=LR_SCHEDULES)
+    augment: str = option("auto", "Training augmentation: crop_flip (random 4-pixel-padded "
+                          "crops and horizontal flips, the CIFAR standard), none, or auto "
+                          "(crop_flip for 32x32 colour images, none otherwise).",
+                          choices=("auto", "none", "crop_flip"))
 
 
 @dataclasses.dataclass

@@ -109,6 +109,6 @@ def start_network(path: str | None, network: config_lib.NetworkConfig,
     training.train_classifier(model, train_split, validation, epochs=train.epochs,
                               batch_size=train.batch_size, learning_rate=train.learning_rate,
                               lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
-                              verbose=verbose)
+                              verbose=verbose, augment=train.augment)
     results.save_model(model, state.artifact(name))
     return model

@@ -118,6 +118,11 @@ class SparsifyConfig:
                                   lower=0.0, lower_open=True, upper=1e6)
     label_budget: int = option(2000, "Gradient-equivalents per stage of each label-using "
                                "method (batches of --batch_size).", lower=0)
+    hybrid_calibration_size: int = option(1024, "Calibration inputs of geodesic_finetune's "
+                                          "projection (its fine-tuning gets the rest of the "
+                                          "budget).", lower=1, upper=10_000_000)
+    hybrid_projection_steps: int = option(5, "Gauss-Newton steps of geodesic_finetune's "
+                                          "projection.", lower=1, upper=10_000)
     batch_size: int = option(256, "Batch of the metric and of the baselines' steps.", lower=1,
                              upper=1_000_000)
     max_steps: int = option(500, "Most geodesic steps per stage.", lower=1, upper=10_000_000)
@@ -239,23 +244,25 @@ def _layerwise(stage, current, row):
     return masks
 
 
-def project(stage, current, row):
+def project(stage, current, row, calibration=None, steps=None):
     """The geodesic projection from the method's current network; returns its masks."""
     config, g = stage.config, stage.config.geodesic
+    calibration = stage.calibration if calibration is None else calibration
     masks = stage.masks(config.geodesic_mask, current)
     start = current
     if config.projection_start == "layerwise":
         weights_lib.set_trainable(stage.model, stage.dense)
-        start, _ = layerwise.reconstruct(stage.model, masks, stage.calibration)
+        start, _ = layerwise.reconstruct(stage.model, masks, calibration)
     weights_lib.set_trainable(stage.model, stage.dense)  # the reference function
     report = projection.gauss_newton_projection(
-        stage.model, masks, stage.calibration, layers=None if config.projection_layers == "logits"
-        else "hidden", output_metric=g.output_metric, steps=config.projection_steps,
+        stage.model, masks, calibration, layers=None if config.projection_layers == "logits"
+        else "hidden", output_metric=g.output_metric,
+        steps=config.projection_steps if steps is None else steps,
         solver=projection.Solver(damping=g.damping, max_iterations=g.cg_iterations,
                                  tolerance=g.cg_tolerance, preconditioner=g.preconditioner,
                                  jit_compile=stage.jit),
         start=start, logits_weight=config.logits_weight)
-    n = len(stage.calibration)
+    n = len(calibration)
     row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
                functional_distance=report["distance"],
                gradient_equivalents=cost.gradient_equivalents(
@@ -310,7 +317,9 @@ def _gradual(stage, current, row):
 
 
 def _geodesic_finetune(stage, current, row):
-    masks = project(stage, current, row)
+    config = stage.config
+    masks = project(stage, current, row, stage.calibration[:config.hybrid_calibration_size],
+                    config.hybrid_projection_steps)
     left = max(int(stage.config.label_budget - row["gradient_equivalents"]), 0)
     row["over_budget"] = row["gradient_equivalents"] > stage.config.label_budget
     return _finetune(stage, current, row, steps=left, masks=masks)

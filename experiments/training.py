@@ -34,7 +34,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None,
                      epochs: int = 20, batch_size: int = 128, learning_rate: float = 1e-3,
                      lr_schedule: str = "constant", seed: int = 0, jit_compile: bool = False,
-                     verbose: int = 2, state: run_state_lib.RunState | None = None) -> dict:
+                     verbose: int = 2, state: run_state_lib.RunState | None = None,
+                     augment: str = "none") -> dict:
     """Trains a logits classifier with Adam on sparse cross-entropy.
 
     Args:
@@ -42,6 +43,7 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
       lr_schedule: 'constant' or 'cosine' (cosine decay to 0 over all steps).
       state: if given, the weights, optimizer state and history are saved in
         it after every epoch, and training resumes after `state.completed` epochs.
+      augment: 'none', 'crop_flip' or 'auto' (crop_flip for 32x32x3 images).
     Returns:
       {metric name: [value per epoch]} (loss, accuracy, val_loss, val_accuracy).
     """
@@ -72,7 +74,8 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
         logging.info("Resuming training after epoch %d of %d.", start, epochs)
     for epoch in range(start, epochs):
         fitted = model.fit(
-            data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch)),
+            data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch),
+                            augment=resolve_augment(augment, train)),
             epochs=epoch + 1, initial_epoch=epoch,
             validation_data=None if validation is None else data.to_dataset(validation, 1024),
             verbose=verbose, shuffle=False,  # the pipeline shuffles
@@ -89,6 +92,13 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
                 "optimizer", [v.numpy() for v in model.optimizer.variables]))
             state.save(epoch + 1, {"history": history}, arrays)
     return history
+
+
+def resolve_augment(augment: str, split) -> str:
+    """'auto' is crop_flip for 32x32 colour images, none otherwise."""
+    if augment != "auto":
+        return augment
+    return "crop_flip" if tuple(split.x.shape[1:]) == (32, 32, 3) else "none"
 
 
 @dataclasses.dataclass
@@ -115,7 +125,7 @@ def run(config: BaseTrainingConfig) -> results.Report:
                      epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
                      lr_schedule=t.lr_schedule, seed=config.run.seed,
                      jit_compile=config_lib.jit_compile(config.run.compile, model),
-                     verbose=config.run.verbose, state=state)
+                     verbose=config.run.verbose, state=state, augment=t.augment)
     train_eval = evaluation.evaluate_classifier(model, train.x, train.y)
     test_eval = evaluation.evaluate_classifier(model, ds.test.x, ds.test.y)
     summary = {"train_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],

@@ -13,6 +13,7 @@ import dataclasses
 import keras
 from absl import logging
 
+from tfgeo import distribute
 from tfgeo import geodesic_model
 from tfgeo import losses
 from tfgeo import objectives
@@ -53,7 +54,10 @@ def run(config: WalkConfig) -> results.Report:
     net = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(config.hidden,))
     net.compile("adam", losses.classification_loss(), metrics=["accuracy"])
     logging.info("Training the starting network (%d epochs)...", config.train_epochs)
-    net.fit(ds.train.x, ds.train.y, epochs=config.train_epochs, batch_size=64, verbose=0)
+    batches = data.to_dataset(ds.train, 64, shuffle=True, seed=config.run.seed,
+                              drop_remainder=True, repeat=True)
+    distribute.fit(net, batches, epochs=config.train_epochs,
+                   steps_per_epoch=len(ds.train.y) // 64)
     start = net.get_weights()
     masks = pruning.magnitude_masks(start, config.sparsity)
     target = pruning.apply_masks(start, masks)

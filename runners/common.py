@@ -119,17 +119,18 @@ def define_strategy() -> None:
                          lower_bound=0, upper_bound=MAX_LOGICAL_CPUS)
 
 
-def strategy():
+def strategy(multi_worker: bool = False):
     """The --strategy, built before any model (exits with one line if it cannot be)."""
     import tensorflow as tf
 
     from tfgeo import distribute
 
-    if FLAGS.strategy == "multi_worker":
-        sys.exit("FATAL --strategy=multi_worker: Keras 3's fit does not run under "
-                 "MultiWorkerMirroredStrategy (keras-team/keras#20585), and the runners use "
-                 "fit; drive GeodesicModel with tfgeo.distribute.run_steps instead (tested "
-                 "with two worker processes).")
+    if FLAGS.strategy == "multi_worker" and not multi_worker:
+        sys.exit(f"FATAL --strategy=multi_worker: this runner's baselines train with Keras's "
+                 "fit, which does not run under MultiWorkerMirroredStrategy "
+                 "(keras-team/keras#20585); runners.walk runs there (its steps go through "
+                 "tfgeo.distribute.fit), and so does any GeodesicModel walk through "
+                 "tfgeo.walk.")
     if FLAGS.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -147,9 +148,9 @@ def strategy():
     return chosen
 
 
-def run_and_report(config, run) -> results.Report:
+def run_and_report(config, run, multi_worker: bool = False) -> results.Report:
     """`run(config)` under the --strategy, then results.json, plots and the table."""
-    chosen = strategy()
+    chosen = strategy(multi_worker)
     if chosen.num_replicas_in_sync > 1 and config.run.compile != "graph":
         # XLA cannot compile a step that reads mirrored variables held on other
         # devices (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
@@ -163,7 +164,7 @@ def run_and_report(config, run) -> results.Report:
     return report
 
 
-def main(config_cls, run) -> None:
+def main(config_cls, run, multi_worker: bool = False) -> None:
     """absl `app.run` of `run(config)`; see the module docstring."""
 
     def _main(argv):
@@ -171,7 +172,7 @@ def main(config_cls, run) -> None:
             sys.exit(f"FATAL unexpected arguments {' '.join(argv[1:])} (flags start with --).")
         config = config_from_flags(config_cls)
         try:
-            run_and_report(config, run)
+            run_and_report(config, run, multi_worker)
         except config_lib.InputError as e:
             sys.exit(f"FATAL {e}")
         except results.NonFiniteError as e:
@@ -183,7 +184,7 @@ def main(config_cls, run) -> None:
     app.run(_main)
 
 
-def runner(config_cls, run):
+def runner(config_cls, run, multi_worker: bool = False):
     """Defines the flags of `config_cls` and --strategy for the calling runner
     module (as its key flags, so `--help` lists them) and returns its entry
     point, `main(config_cls, run)`, for `__main__` and the console scripts."""
@@ -197,4 +198,4 @@ def runner(config_cls, run):
         caller = sys.argv[0]
     for flag in FLAGS.get_key_flags_for_module(__name__):
         FLAGS.register_key_flag_for_module(caller, flag)
-    return lambda: main(config_cls, run)
+    return lambda: main(config_cls, run, multi_worker)

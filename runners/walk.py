@@ -11,7 +11,7 @@ results.json, path.png and walked.keras.
 from tfgeo.experiments import walk
 from tfgeo.runners import common
 
-entry = common.runner(walk.WalkConfig, walk.run)
+entry = common.runner(walk.WalkConfig, walk.run, multi_worker=True)
 
 if __name__ == "__main__":
     entry()

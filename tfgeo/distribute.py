@@ -155,6 +155,61 @@ def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
     return taken
 
 
+def is_multi_worker(strategy=None) -> bool:
+    """Whether `strategy` (default: the current one) is a MultiWorkerMirroredStrategy."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def fit(model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int | None = None,
+        callbacks=(), verbose: int = 0) -> dict:
+    """`model.fit`, or under MultiWorkerMirroredStrategy (where Keras 3's fit
+    fails, keras-team/keras#20585) the same epochs through `run_steps` with the
+    callbacks' begin/end hooks called as fit would. Returns {name: [per epoch]}.
+
+    The model must be compiled; `dataset` yields global batches (the strategy
+    splits them across workers).
+    """
+    strategy = tf.distribute.get_strategy()
+    if not is_multi_worker(strategy):
+        return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         callbacks=list(callbacks), verbose=verbose, shuffle=False).history
+    if steps_per_epoch is None:
+        raise ValueError("Under MultiWorkerMirroredStrategy give steps_per_epoch.")
+    import keras
+
+    if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
+        with strategy.scope():  # variables may not be created inside a replica
+            model.optimizer.build(model.trainable_variables)
+    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    history: dict = {}
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+
+    @tf.function
+    def one_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    model.stop_training = False
+    hooks.on_train_begin()
+    for epoch in range(epochs):
+        model.reset_metrics()
+        hooks.on_epoch_begin(epoch)
+        for step in range(steps_per_epoch):
+            hooks.on_train_batch_begin(step)
+            one_step(next(iterator))
+            logs = {k: float(v) for k, v in model.get_metrics_result().items()}
+            hooks.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        hooks.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if model.stop_training:
+            break
+    hooks.on_train_end(logs)
+    return history
+
+
 def on_one_replica(fn, *args):
     """fn(*args), run inside one replica when called from the cross-replica
     context of a multi-replica strategy.

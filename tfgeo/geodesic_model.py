@@ -255,8 +255,8 @@ class GeodesicModel(model_wrapper.ModelWrapper):
         _, inputs = split_inputs(inputs)
         return self.model(inputs, training=training)
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, refusing a walk that cannot move and saying when no step ran."""
+    def check_direction(self) -> None:
+        """Raises ValueError if the objective's direction is zero at the current weights."""
         if self.objective.has_distance:
             distance = float(distribute.on_one_replica(self.objective.distance, self.model))
             if distance == 0.0:
@@ -264,6 +264,10 @@ class GeodesicModel(model_wrapper.ModelWrapper):
                     "The objective's direction is zero at the start of the walk: the model "
                     "already equals the target on every pulled coordinate (a pruning mask "
                     "belongs in TowardTarget(keep=...), the pulled coordinates in pull=...).")
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, refusing a walk that cannot move and saying when no step ran."""
+        self.check_direction()
         history = super().fit(*args, **kwargs)
         if not history.history:  # Keras logs nothing when no batch arrived
             warnings.warn("GeodesicModel.fit ran no step: the dataset is empty.", stacklevel=2)
@@ -388,9 +392,15 @@ def walk(walker: GeodesicModel, dataset, max_steps: int, log_every: int = 100, c
         raise ValueError(f"max_steps and log_every must be >= 1, got {max_steps}, {log_every}.")
     per_epoch = min(log_every, max_steps)
     counter = callbacks_lib.StepCounter(limit=max_steps)
-    history = walker.fit(
-        dataset, steps_per_epoch=per_epoch, epochs=math.ceil(max_steps / per_epoch),
-        verbose=verbose, shuffle=False,
-        callbacks=[counter, callbacks_lib.StopOnFailedSteps(patience), *callbacks])
+    hooks = [counter, callbacks_lib.StopOnFailedSteps(patience), *callbacks]
+    if distribute.is_multi_worker():  # Keras's fit cannot run there: the same loop by hand
+        walker.check_direction()
+        history = keras.callbacks.History()
+        history.history = distribute.fit(walker, dataset, math.ceil(max_steps / per_epoch),
+                                         per_epoch, hooks, verbose)
+    else:
+        history = walker.fit(dataset, steps_per_epoch=per_epoch,
+                             epochs=math.ceil(max_steps / per_epoch), verbose=verbose,
+                             shuffle=False, callbacks=hooks)
     failed = float(sum(history.history.get("failed_steps", [0.0])))
     return WalkReport(counter.count, failed, history)

@@ -252,6 +252,54 @@ def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metr
             "examples": batching.num_examples(inputs), "seconds": time.time() - began}
 
 
+def levenberg_marquardt(distance, gradient, solve, get, put, damping: float, steps: int,
+                        halvings: int = 6, max_damping: float = 1e6,
+                        min_decrease: float = 1e-4, on_step=None) -> tuple[float, list, int]:
+    """Damped Gauss-Newton with a step rule that keeps only steps lowering D.
+
+    Args:
+      distance(): D at the current point; gradient(): grad D there;
+      solve(rhs, lam): the damped Gauss-Newton solve, returns delta;
+      get() / put(point): read / set the current point (lists of arrays).
+      damping: lambda at the start; /3 after a full step, x10 after a rejection.
+    A trial delta is tried at alpha = 1, 1/2, ... (`halvings` times) and kept at
+    the first alpha where D falls; if none, the point stays and lambda grows.
+    Stops after `steps` accepted steps, a relative decrease below
+    `min_decrease`, or lambda above `max_damping` x its start.
+    Returns (D, history, accepted steps).
+    """
+    d = distance()
+    history = [{"step": 0, "distance": d, "damping": damping}]
+    lam, accepted = float(damping), 0
+    while accepted < steps and lam <= max_damping * damping:
+        current = get()
+        delta = solve([-g for g in gradient()], lam)
+        new_d, alpha = None, 1.0
+        for _ in range(halvings + 1):
+            put([w + alpha * u for w, u in zip(current, delta)])
+            trial = distance()
+            if np.isfinite(trial) and trial < d:
+                new_d = trial
+                break
+            alpha /= 2.0
+        if new_d is None:
+            put(current)
+            lam *= 10.0
+            history.append({"step": accepted, "distance": d, "damping": lam, "rejected": True})
+            continue
+        accepted += 1
+        decrease = (d - new_d) / max(d, 1e-30)
+        d = new_d
+        history.append({"step": accepted, "distance": d, "damping": lam, "alpha": alpha})
+        if on_step is not None:
+            on_step(history[-1])
+        if alpha == 1.0:
+            lam = max(lam / 3.0, damping * 1e-3)
+        if decrease < min_decrease:
+            break
+    return d, history, accepted
+
+
 def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
                             output_metric="fisher", steps: int = 10, solver: Solver = Solver(),
                             start=None, logits_weight: float = 1.0, halvings: int = 6,
@@ -262,10 +310,7 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
     Assigns the result to the model; returns a report with D per step.
 
     lambda starts at `solver.damping` times the metric's mean diagonal at the
-    start, is divided by 3 after a full step and multiplied by 10 after a
-    rejected one. Stops after `steps` accepted steps, when a step lowers D
-    by less than `min_decrease` relative, or when lambda exceeds
-    `max_damping` times its start.
+    start; the step rule is `levenberg_marquardt`'s.
     """
     began = time.time()
     w0 = weights_lib.get_trainable(model)
@@ -275,43 +320,26 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
     weights_lib.set_trainable(model, start)
     objective = _Objective(model, inputs, ref, mask, output_metric, solver)
     counts = _counts()
-    d = objective.distance()
-    counts["forwards"] += 1
     lam0 = solver.damping * objective.mean_diagonal()
     counts["quadratic_forms"] += 4
-    history = [{"step": 0, "distance": d, "damping": lam0}]
-    lam, accepted, rounds = lam0, 0, 0
-    while accepted < steps and lam <= max_damping * lam0:
-        current = weights_lib.get_trainable(model)
-        grad = vectors.multiply(objective.mask, objective.gradient())
+    rounds = [0]
+
+    def distance():
+        counts["forwards"] += 1
+        return objective.distance()
+
+    def gradient():
         counts["gradients"] += 1
-        result = objective.solve(vectors.scale(-1.0, grad), lam, rounds, counts)
-        rounds += 1
-        delta = [u.numpy() for u in result.solution]
-        new_d, alpha = None, 1.0
-        for _ in range(halvings + 1):
-            weights_lib.set_trainable(model, [w + alpha * u for w, u in zip(current, delta)])
-            trial = objective.distance()
-            counts["forwards"] += 1
-            if np.isfinite(trial) and trial < d:
-                new_d = trial
-                break
-            alpha /= 2.0
-        if new_d is None:
-            weights_lib.set_trainable(model, current)
-            lam *= 10.0
-            history.append({"step": accepted, "distance": d, "damping": lam, "rejected": True})
-            continue
-        accepted += 1
-        decrease = (d - new_d) / max(d, 1e-30)
-        d = new_d
-        history.append({"step": accepted, "distance": d, "damping": lam, "alpha": alpha,
-                        "cg_iterations": int(result.iterations)})
-        if on_step is not None:
-            on_step(history[-1])
-        if alpha == 1.0:
-            lam = max(lam / 3.0, lam0 * 1e-3)
-        if decrease < min_decrease:
-            break
+        return vectors.multiply(objective.mask, objective.gradient())
+
+    def solve(rhs, lam):
+        result = objective.solve(rhs, lam, rounds[0], counts)
+        rounds[0] += 1
+        return [u.numpy() for u in result.solution]
+
+    d, history, accepted = levenberg_marquardt(
+        distance, gradient, solve, lambda: weights_lib.get_trainable(model),
+        lambda w: weights_lib.set_trainable(model, w), lam0, steps, halvings, max_damping,
+        min_decrease, on_step)
     return {**counts, "distance": d, "history": history, "steps": accepted,
             "examples": batching.num_examples(inputs), "seconds": time.time() - began}

@@ -142,3 +142,36 @@ def test_runner_names_a_missing_dataset_folder(tmp_path):
     proc = run_module("runners.train", "--dataset=image_folder",
                       f"--image_folder={tmp_path / 'images'}", f"--output_dir={tmp_path / 'out'}")
     assert proc.returncode != 0 and "FATAL --dataset=image_folder" in proc.stderr
+
+
+def test_crop_flip_augmentation_is_seeded_and_shape_preserving():
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).random((6, 32, 32, 3)).astype(np.float32)
+    a = data.augment_crop_flip(tf.constant(x), tf.constant([1, 2])).numpy()
+    b = data.augment_crop_flip(tf.constant(x), tf.constant([1, 2])).numpy()
+    c = data.augment_crop_flip(tf.constant(x), tf.constant([1, 3])).numpy()
+    assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, c)
+    # Every augmented image is a shifted (and maybe flipped) window of its zero-padded original.
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(6):
+        windows = [padded[i, r:r + 32, s:s + 32] for r in range(9) for s in range(9)]
+        assert any(np.array_equal(a[i], w) or np.array_equal(a[i], w[:, ::-1]) for w in windows)
+    ds = data.to_dataset(data.ArraySplit(x, np.arange(6)), 3, augment="crop_flip")
+    assert [xb.shape[0] for xb, _ in ds] == [3, 3]
+
+
+def test_image_archives_are_decoded_once_and_cached(tmp_path):
+    root = tmp_path / "imgs"
+    _write_folder(root, ["a", "b"])
+    import tarfile
+
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="imgs")
+    cache = tmp_path / "cache"
+    first = data.load("image_folder", image_folder=str(archive), data_dir=str(cache))
+    assert len(os.listdir(cache)) == 1
+    second = data.load("image_folder", image_folder=str(archive), data_dir=str(cache))
+    np.testing.assert_array_equal(first.train.x, second.train.x)
+    assert second.num_classes == 2 and second.input_shape == first.input_shape

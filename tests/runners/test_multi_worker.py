@@ -1,0 +1,62 @@
+"""runners.walk under MultiWorkerMirroredStrategy: two worker processes on loopback
+ports end where the single-process run ends (same global batches)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.runner_process import ROOT
+from tests.runner_process import run_module
+
+ARGS = ["--steps=20", "--record_every=10", "--train_epochs=3", "--hidden=32", "--seed=2"]
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _outcome(out):
+    with open(os.path.join(out, "results.json")) as f:
+        summary = json.load(f)["summary"]
+    model = keras.saving.load_model(os.path.join(out, "walked.keras"))
+    return summary, model.get_weights()
+
+
+def test_walk_runner_on_two_workers_equals_one_process(tmp_path):
+    single = str(tmp_path / "single")
+    proc = run_module("runners.walk", f"--output_dir={single}", *ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    procs, outs = [], []
+    for index in range(2):
+        out = str(tmp_path / f"worker{index}")
+        config = json.dumps({"cluster": {"worker": workers},
+                             "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, TF_CONFIG=config)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "runners.walk", "--strategy=multi_worker",
+             f"--output_dir={out}", *ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+        outs.append(out)
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    (ref_summary, ref_weights), *workers_out = [_outcome(o) for o in [single, *outs]]
+    for summary, weights in workers_out:
+        # float32 sums over two halves of each batch instead of one: tiny differences.
+        for a, b in zip(weights, ref_weights):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        for key in ("start_test_accuracy", "geodesic_then_pruned_test_accuracy"):
+            assert summary[key] == pytest.approx(ref_summary[key], abs=2.5e-3), key
+    np.testing.assert_array_equal(workers_out[0][1][0], workers_out[1][1][0])
