@@ -30,11 +30,15 @@ import tensorflow as tf
 
 from absl import logging
 
+from tfgeo import adaptive_geodesic
 from tfgeo import ewc
 from tfgeo import geodesic_model
 from tfgeo import losses
 from tfgeo import multihead
 from tfgeo import objectives
+from tfgeo import output_distance
+from tfgeo import replay
+from tfgeo import restoring
 
 from . import config as config_lib
 from . import data
@@ -44,7 +48,12 @@ from . import plotting
 from . import results
 from . import run_state
 
-METHODS = ("naive", "ewc", "joint", "geodesic")
+# Appended in this order so earlier methods keep their seeds (`learn_task`).
+METHODS = ("naive", "ewc", "joint", "geodesic", "replay", "der", "fip", "geodesic_euclidean")
+DEFAULT_METHODS = METHODS
+#: Methods that keep their network's logits on each task's memory rows after learning it.
+STORES_OUTPUTS = ("der", "geodesic")
+GEODESIC_RULES = ("adaptive", "euclidean")
 BENCHMARKS = ("split", "split5", "permuted", "split_cifar100")
 SCENARIOS = ("task", "domain", "class")
 option = config_lib.option
@@ -148,19 +157,69 @@ def task_dataset(task_list, batch_size: int, seed: int, repeat: bool = True,
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def memory(task_list, size: int, seed: int = 0) -> dict:
+def memory_shares(count: int, size: int) -> list[int]:
+    """Rows each of `count` tasks holds in a memory of `size` (even split, the
+    first tasks taking the remainder)."""
+    return [size // count + (1 if i < size % count else 0) for i in range(count)]
+
+
+def memory_rows(task: Task, position: int, share: int, seed: int = 0) -> np.ndarray:
+    """The training rows of the task at `position` in the sequence that a
+    memory holding `share` of them keeps: the first `share` of a permutation
+    seeded by (seed, position). A smaller share is a prefix of a larger one,
+    so a bounded memory that makes room for new tasks drops rows and never
+    draws new ones (stored outputs of the kept rows stay valid)."""
+    order = np.random.default_rng([seed, position]).permutation(len(task.train.y))
+    return order[:min(share, len(order))]
+
+
+def largest_share(position: int, num_tasks: int, size: int) -> int:
+    """The most rows the task at `position` ever holds in a memory of `size`
+    over a sequence of `num_tasks` tasks (it enters when `position + 1` tasks
+    are stored)."""
+    return max(memory_shares(n, size)[position] for n in range(position + 1,
+                                                                max(num_tasks, position + 1) + 1))
+
+
+def memory(task_list, size: int, seed: int = 0, with_labels: bool = False):
     """A bounded memory of earlier tasks' inputs: `size` examples split evenly
-    across `task_list`, drawn without replacement; labels are not kept."""
+    across `task_list` (`memory_shares`, rows by `memory_rows`). Returns the
+    network's inputs {"x", "task"}; with `with_labels`, (inputs, labels) for
+    methods that may replay labels. Every memory-based method uses this one
+    sampling (same rows for the same seed)."""
     if size < len(task_list):
         raise ValueError(f"memory size {size} is smaller than the {len(task_list)} tasks it holds.")
-    rng = np.random.default_rng(seed)
-    xs, heads = [], []
-    for i, t in enumerate(task_list):
-        share = size // len(task_list) + (1 if i < size % len(task_list) else 0)
-        pick = rng.choice(len(t.train.y), size=min(share, len(t.train.y)), replace=False)
-        xs.append(t.train.x[np.sort(pick)])
+    xs, heads, ys = [], [], []
+    for i, (t, share) in enumerate(zip(task_list, memory_shares(len(task_list), size))):
+        pick = memory_rows(t, i, share, seed)
+        xs.append(t.train.x[pick])
+        ys.append(t.train.y[pick])
         heads.append(np.full(len(pick), t.head, np.int32))
-    return {multihead.INPUTS: np.concatenate(xs), multihead.TASK: np.concatenate(heads)}
+    inputs = {multihead.INPUTS: np.concatenate(xs), multihead.TASK: np.concatenate(heads)}
+    return (inputs, np.concatenate(ys).astype(np.int32)) if with_labels else inputs
+
+
+def memory_outputs(stored, task_list, size: int) -> np.ndarray:
+    """The stored outputs of the rows `memory(task_list, size)` holds: task i's
+    first share rows of `stored[i]` (outputs computed on its largest share)."""
+    shares = memory_shares(len(task_list), size)
+    parts = []
+    for i, share in enumerate(shares):
+        rows = min(share, len(task_list[i].train.y))
+        if len(stored[i]) < rows:
+            raise ValueError(f"task {i} has {len(stored[i])} stored outputs; the memory needs "
+                             f"{rows}.")
+        parts.append(np.asarray(stored[i])[:rows])
+    return np.concatenate(parts)
+
+
+def store_outputs(model, tasks, position: int, size: int, seed: int) -> np.ndarray:
+    """The network's logits on the rows of tasks[position] that the memory
+    will ever hold (computed right after the task is learnt: DER's stored
+    logits, the restoring walk's reference)."""
+    t = tasks[position]
+    rows = memory_rows(t, position, largest_share(position, len(tasks), size), seed)
+    return replay.network_logits(model, inputs(t.train.x[rows], t.head))
 
 
 def evaluate_row(model, tasks) -> list[float]:
@@ -183,19 +242,51 @@ class ContinualConfig:
                            "within the task; class: one head over all classes.",
                            choices=SCENARIOS)
     num_tasks: int = option(3, "Tasks for permuted / split_cifar100.", lower=2, upper=100)
-    methods: tuple = option(METHODS, "Methods to run.", element=str, choices=METHODS,
+    methods: tuple = option(DEFAULT_METHODS, "Methods to run.", element=str, choices=METHODS,
                             unique=True, nonempty=True)
-    epochs: int = option(2, "Adam epochs per task (task 0 and the gradient methods).", lower=1,
-                         upper=10_000)
+    epochs: int = option(2, "Adam epochs per task (task 0, the gradient methods and the "
+                         "adaptive geodesic walk).", lower=1, upper=10_000)
     batch_size: int = option(128, "Batch size of new-task batches.", lower=1, upper=1_000_000)
     learning_rate: float = option(1e-3, "Adam learning rate.", lower=0.0, lower_open=True,
                                   upper=10.0)
     ewc_strength: float = option(1000.0, "EWC lambda.", lower=0.0)
     fisher_examples: int = option(1000, "Examples for each task's diagonal Fisher.", lower=1)
-    memory_size: int = option(1000, "Earlier-task inputs kept for the geodesic metric (in "
-                              "total, split evenly over earlier tasks).", lower=1)
-    geodesic_steps: int = option(300, "Geodesic steps per task after the first.", lower=1)
-    metric_batch: int = option(256, "Memory inputs per metric batch.", lower=1)
+    memory_size: int = option(1000, "Earlier-task examples kept in memory (in total, split "
+                              "evenly over earlier tasks; the same rows for every "
+                              "memory-based method).", lower=1)
+    memory_batch: int = option(128, "Memory examples per step for replay, der, fip and the "
+                               "geodesic's restoring term.", lower=1)
+    replay_alpha: float = option(2.0, "Weight of the replayed memory's cross-entropy (replay).",
+                                 lower=0.0)
+    der_alpha: float = option(1.0, "Weight of DER's squared error to the stored logits.",
+                              lower=0.0)
+    fip_alpha: float = option(10.0, "Weight of FIP's Bhattacharyya distance on the memory.",
+                              lower=0.0)
+    fip_learning_rate: float = option(0.01, "FIP's SGD learning rate (momentum 0.9, the "
+                                      "authors' optimizer).", lower=0.0, lower_open=True,
+                                      upper=10.0)
+    geodesic_rule: str = option("adaptive", "Step rule of the geodesic method: adaptive "
+                                "(theta = lr (rho g + D)^{-1} m, D Adam's diagonal, "
+                                "`tfgeo.adaptive_geodesic`; --epochs of steps) or euclidean "
+                                "(--geodesic_steps steps of length --step_size).",
+                                choices=GEODESIC_RULES)
+    geodesic_metric: str = option("logits", "Metric on the memory: logits (output metric) or "
+                                  "hidden (pre-activations of every layer).",
+                                  choices=("logits", "hidden"))
+    geodesic_learning_rate: float = option(3e-3, "lr of the adaptive geodesic rule.", lower=0.0,
+                                           upper=10.0)
+    metric_weight: float = option(1.0, "rho: weight of the memory metric against Adam's "
+                                  "diagonal (adaptive rule; 0 is Adam).", lower=0.0)
+    restoring: float = option(100.0, "Weight of the restoring term: divergence (of "
+                              "--output_metric) of the memory's outputs from those stored "
+                              "after each task, added to the new task's loss (0: none).",
+                              lower=0.0)
+    adaptive_cg_iterations: int = option(2, "CG iterations per step of the adaptive rule "
+                                         "(preconditioned by Adam's diagonal).", lower=1,
+                                         upper=1000)
+    geodesic_steps: int = option(300, "Steps per task of the euclidean rule.", lower=1)
+    metric_batch: int = option(256, "Memory inputs per metric batch of the euclidean rule (the "
+                               "adaptive rule takes --memory_batch).", lower=1)
 
 
 def check(config: ContinualConfig) -> None:
@@ -215,11 +306,20 @@ def _compile_adam(model, config, jit):
                   metrics=["accuracy"], jit_compile=jit)
 
 
+def _steps_per_epoch(task_list, config):
+    return sum(len(t.train.y) for t in task_list) // config.batch_size
+
+
 def _fit_epochs(model, task_list, config, seed, verbose):
-    steps = sum(len(t.train.y) for t in task_list) // config.batch_size
+    steps = _steps_per_epoch(task_list, config)
     model.fit(task_dataset(task_list, config.batch_size, seed), steps_per_epoch=steps,
               epochs=config.epochs, verbose=verbose, shuffle=False)
     return config.epochs * steps
+
+
+def _memory_seed(config):
+    # One memory for every method: the rows depend on the run's seed only.
+    return config.run.seed
 
 
 def _naive(model, tasks, index, config, state, seed, jit):
@@ -245,33 +345,110 @@ def _ewc(model, tasks, index, config, state, seed, jit):
     return _fit_epochs(penalised, [tasks[index]], config, seed, config.run.verbose)
 
 
+def _replay(model, tasks, index, config, state, seed, jit):
+    remembered, labels = memory(tasks[:index], config.memory_size, _memory_seed(config),
+                                with_labels=True)
+    learner = replay.ReplayModel(model, remembered, labels, mode="replay",
+                                 alpha=config.replay_alpha, memory_batch_size=config.memory_batch,
+                                 seed=seed)
+    _compile_adam(learner, config, jit)
+    return _fit_epochs(learner, [tasks[index]], config, seed, config.run.verbose)
+
+
+def _der(model, tasks, index, config, state, seed, jit):
+    remembered = memory(tasks[:index], config.memory_size, _memory_seed(config))
+    stored = memory_outputs(state["stored"], tasks[:index], config.memory_size)
+    learner = replay.ReplayModel(model, remembered, stored, mode="der", alpha=config.der_alpha,
+                                 memory_batch_size=config.memory_batch, seed=seed)
+    _compile_adam(learner, config, jit)
+    return _fit_epochs(learner, [tasks[index]], config, seed, config.run.verbose)
+
+
+def _fip(model, tasks, index, config, state, seed, jit):
+    remembered = memory(tasks[:index], config.memory_size, _memory_seed(config))
+    # The network before this task, on the memory (the authors' previous network).
+    previous = replay.network_logits(model, remembered)
+    learner = output_distance.FIPModel(model, remembered, previous, alpha=config.fip_alpha,
+                                       memory_batch_size=config.memory_batch, seed=seed)
+    learner.compile(keras.optimizers.SGD(config.fip_learning_rate, momentum=0.9),
+                    losses.classification_loss(), metrics=["accuracy"], jit_compile=jit)
+    return _fit_epochs(learner, [tasks[index]], config, seed, config.run.verbose)
+
+
+def _metric_dataset(remembered, batch, seed):
+    return (tf.data.Dataset.from_tensor_slices(remembered)
+            .shuffle(len(remembered[multihead.INPUTS]), seed=seed).repeat()
+            .batch(min(batch, len(remembered[multihead.INPUTS])), drop_remainder=True))
+
+
+def _geodesic_objective(tasks, index, config, state, seed, remembered):
+    if config.restoring == 0:
+        return objectives.TaskLossDescent()
+    stored = memory_outputs(state["stored"], tasks[:index], config.memory_size)
+    return restoring.RestoringDescent(remembered, stored, strength=config.restoring,
+                                      output_metric=config.geodesic.output_metric,
+                                      memory_batch_size=config.memory_batch, seed=seed)
+
+
 def _geodesic(model, tasks, index, config, state, seed, jit):
+    if config.geodesic_rule == "euclidean":
+        return _euclidean_walk(model, tasks, index, config, state, seed, jit,
+                               config.geodesic_metric, config.restoring)
     g = config.geodesic
-    walker = geodesic_model.GeodesicModel(
-        model, objectives.TaskLossDescent(), step_size=g.step_size, damping=g.damping,
-        output_metric=g.output_metric, cg_max_iterations=g.cg_iterations,
-        cg_tolerance=g.cg_tolerance)
-    walker.compile(jit_compile=jit, loss=losses.classification_loss(), metrics=["accuracy"])
-    remembered = memory(tasks[:index], config.memory_size, seed)
-    metric_ds = (tf.data.Dataset.from_tensor_slices(remembered)
-                 .shuffle(len(remembered[multihead.INPUTS]), seed=seed).repeat()
-                 .batch(config.metric_batch, drop_remainder=True))
+    remembered = memory(tasks[:index], config.memory_size, _memory_seed(config))
+    walker = adaptive_geodesic.AdaptiveGeodesicModel(
+        model, _geodesic_objective(tasks, index, config, state, seed, remembered),
+        learning_rate=config.geodesic_learning_rate, metric_weight=config.metric_weight,
+        output_metric=g.output_metric, metric=config.geodesic_metric,
+        cg_max_iterations=config.adaptive_cg_iterations, cg_tolerance=g.cg_tolerance)
+    # No compiled loss or metrics: they would cost a forward pass per step (R is measured after).
+    walker.compile(jit_compile=jit)
     objective_ds = task_dataset([tasks[index]], config.batch_size, seed)
-    report = geodesic_model.walk(walker, geodesic_model.zip_batches(metric_ds, objective_ds),
-                                 config.geodesic_steps, log_every=100,
-                                 verbose=config.run.verbose)
+    steps = _steps_per_epoch([tasks[index]], config)
+    walker.fit(geodesic_model.zip_batches(_metric_dataset(remembered, config.memory_batch, seed),
+                                          objective_ds),
+               steps_per_epoch=steps, epochs=config.epochs, verbose=config.run.verbose,
+               shuffle=False)
+    return config.epochs * steps
+
+
+def _euclidean_walk(model, tasks, index, config, state, seed, jit, metric="logits",
+                    restoring_strength=0.0):
+    g = config.geodesic
+    remembered = memory(tasks[:index], config.memory_size, _memory_seed(config))
+    objective = (_geodesic_objective(tasks, index, config, state, seed, remembered)
+                 if restoring_strength > 0 else objectives.TaskLossDescent())
+    walker = geodesic_model.GeodesicModel(
+        model, objective, step_size=g.step_size, damping=g.damping,
+        output_metric=g.output_metric, cg_max_iterations=g.cg_iterations,
+        cg_tolerance=g.cg_tolerance, metric=metric)
+    walker.compile(jit_compile=jit, loss=losses.classification_loss(), metrics=["accuracy"])
+    objective_ds = task_dataset([tasks[index]], config.batch_size, seed)
+    report = geodesic_model.walk(
+        walker, geodesic_model.zip_batches(_metric_dataset(remembered, config.metric_batch, seed),
+                                           objective_ds),
+        config.geodesic_steps, log_every=100, verbose=config.run.verbose)
     return report.steps
 
 
-LEARNERS = {"naive": _naive, "ewc": _ewc, "joint": _joint, "geodesic": _geodesic}
+def _geodesic_euclidean(model, tasks, index, config, state, seed, jit):
+    """The original walk: --geodesic_steps steps of Euclidean length --step_size
+    down the new task's loss, logit metric on the memory, no restoring term."""
+    return _euclidean_walk(model, tasks, index, config, state, seed, jit)
+
+
+LEARNERS = {"naive": _naive, "ewc": _ewc, "joint": _joint, "geodesic": _geodesic,
+            "replay": _replay, "der": _der, "fip": _fip,
+            "geodesic_euclidean": _geodesic_euclidean}
 
 
 def learn_task(method: str, model: keras.Model, tasks, index: int, config: ContinualConfig,
                state: dict, jit_compile: bool = True) -> dict:
     """Moves `model` (trained on tasks[:index]) to learn tasks[index] by `method`.
 
-    `state` carries what a method keeps between tasks (EWC's penalty model).
-    Returns {"seconds", "steps"}.
+    `state` carries what a method keeps between tasks (EWC's penalty model;
+    "stored": the outputs stored after each earlier task, for der and the
+    geodesic's restoring term). Returns {"seconds", "steps"}.
     """
     if method not in LEARNERS:
         raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
@@ -282,6 +459,10 @@ def learn_task(method: str, model: keras.Model, tasks, index: int, config: Conti
     return {"seconds": time.time() - began, "steps": int(steps)}
 
 
+def _stored_key(method, task):
+    return f"stored/{method}/{task}"
+
+
 def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
                  state: run_state.RunState, jit_compile: bool = True, on_task=None) -> dict:
     """Learns the sequence with every method; returns {method: {"R", ...}}.
@@ -289,12 +470,16 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
     `build_model()` returns a fresh network; task 0 is learnt once (Adam,
     `config.epochs`) and every method starts from that network. Progress is
     checkpointed in `state` after each task (all methods), so an interrupted
-    run resumes at the next task. `on_task(results)` runs after each save.
+    run resumes at the next task. Methods in `STORES_OUTPUTS` keep the
+    logits their own network has on each task's memory rows right after
+    learning it (`store_outputs`), in the checkpoint too, so a resumed run
+    equals an uninterrupted one. `on_task(results)` runs after each save.
     """
     methods = list(config.methods)
     tasks = sequence.tasks
     model = build_model()
     out = state.payload.get("results") or {}
+    mseed = _memory_seed(config)
     if state.completed == 0:
         keras.utils.set_random_seed(config.run.seed)
         _compile_adam(model, config, jit_compile)
@@ -303,18 +488,23 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
         first_row = evaluate_row(model, tasks)
         out = {m: {"R": [first_row], "seconds": [time.time() - began], "steps": [0]}
                for m in methods}
-        state.save(1, {"results": out}, {k: v for m in methods
-                                         for k, v in run_state.pack_weights(
-                                             m, model.get_weights()).items()})
+        arrays = {k: v for m in methods
+                  for k, v in run_state.pack_weights(m, model.get_weights()).items()}
+        if any(m in STORES_OUTPUTS for m in methods):
+            first = store_outputs(model, tasks, 0, config.memory_size, mseed)
+            arrays.update({_stored_key(m, 0): first for m in methods if m in STORES_OUTPUTS})
+        state.save(1, {"results": out}, arrays)
         if on_task is not None:
             on_task(out)
     weights = {m: run_state.unpack_weights(m, state.arrays) for m in methods}
+    stored = {m: [state.arrays[_stored_key(m, j)] for j in range(state.completed)]
+              for m in methods if m in STORES_OUTPUTS}
     ewc_state = run_state.unpack_weights("ewc_state", state.arrays)
     for index in range(state.completed, len(tasks)):
         for method in methods:
             model = build_model()
             model.set_weights(weights[method])
-            method_state = {}
+            method_state = {"stored": stored.get(method)}
             if method == "ewc":
                 # The penalty of the tasks consolidated so far travels with the checkpoint.
                 method_state["ewc"] = ewc.EWCModel(model, config.ewc_strength)
@@ -323,6 +513,9 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
             report = learn_task(method, model, tasks, index, config, method_state, jit_compile)
             if method == "ewc":
                 ewc_state = method_state["ewc"].get_penalty_state()
+            if method in stored:
+                stored[method].append(store_outputs(model, tasks, index, config.memory_size,
+                                                    mseed))
             out[method]["R"].append(evaluate_row(model, tasks))
             out[method]["seconds"].append(report["seconds"])
             out[method]["steps"].append(report["steps"])
@@ -330,6 +523,8 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
         arrays = run_state.pack_weights("ewc_state", ewc_state)
         for m in methods:
             arrays.update(run_state.pack_weights(m, weights[m]))
+        for m, outputs in stored.items():
+            arrays.update({_stored_key(m, j): o for j, o in enumerate(outputs)})
         state.save(index + 1, {"results": out}, arrays)
         if on_task is not None:
             on_task(out)

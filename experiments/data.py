@@ -229,7 +229,13 @@ def _load_archive(archive):
 
     # The arrays end up in memory, so the extracted copy is removed after loading.
     with tempfile.TemporaryDirectory(prefix="tfgeo-images-") as tmp:
-        return load_image_folder(extract_archive(archive, tmp))
+        ds = load_image_folder(extract_archive(archive, tmp))
+    return ds._replace(name=_archive_name(archive))
+
+
+def _archive_name(archive: str) -> str:
+    """'cifar10_jpg' for '.../cifar10_jpg.tar.gz'."""
+    return os.path.basename(archive).split(".")[0]
 
 
 def _cached(archive: str, data_dir, load_fn) -> ArrayDataset:
@@ -250,7 +256,7 @@ def _cached(archive: str, data_dir, load_fn) -> ArrayDataset:
                 return ArrayDataset(ArraySplit(npz["train_x"], npz["train_y"]),
                                     ArraySplit(npz["test_x"], npz["test_y"]),
                                     tuple(npz["train_x"].shape[1:]), int(npz["num_classes"]),
-                                    str(npz["name"]))
+                                    _archive_name(archive))
         except Exception:  # noqa: BLE001 - a broken cache is rebuilt
             pass
     ds = load_fn(archive)

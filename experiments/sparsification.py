@@ -75,7 +75,9 @@ class SparsifyConfig:
                                                     validation_fraction=0.1)
     network: config_lib.NetworkConfig = config_lib.nested(config_lib.NetworkConfig)
     train: config_lib.TrainConfig = config_lib.nested(config_lib.TrainConfig, prefix="train_")
-    geodesic: config_lib.GeodesicConfig = config_lib.nested(config_lib.GeodesicConfig)
+    # The projection's solves: inexact Gauss-Newton (CG to 10% residual) is enough.
+    geodesic: config_lib.GeodesicConfig = config_lib.nested(config_lib.GeodesicConfig,
+                                                            cg_iterations=50, cg_tolerance=0.1)
     start_model: str | None = option(None, "A trained .keras model to sparsify (else one is "
                                      "trained with the --train_* flags on the training split).",
                                      path="file")
@@ -96,7 +98,7 @@ class SparsifyConfig:
     methods: tuple = option(("one_shot", "layerwise", "geodesic", "finetune", "gradual",
                              "geodesic_finetune"), "Methods to run.", element=str,
                             choices=METHODS, unique=True, nonempty=True)
-    calibration_size: int = option(2048, "Unlabelled training inputs the label-free methods "
+    calibration_size: int = option(8192, "Unlabelled training inputs the label-free methods "
                                    "see (layerwise, geodesic).", lower=1, upper=10_000_000)
     layerwise_mask: str = option("magnitude", "Mask choice of layerwise (magnitude: global "
                                  "|w|; wanda: |w| ||x|| per unit; obs: SparseGPT-style "
@@ -110,7 +112,7 @@ class SparsifyConfig:
                                     "logits (the outputs) or hidden (every layer's "
                                     "pre-activation and the outputs).",
                                     choices=("logits", "hidden"))
-    projection_start: str = option("mask", "Start of the projection: mask (the masked "
+    projection_start: str = option("layerwise", "Start of the projection: mask (the masked "
                                    "network) or layerwise (its reconstruction).",
                                    choices=("mask", "layerwise"))
     logits_weight: float = option(1.0, "Weight of the outputs' term in the functional "

@@ -8,7 +8,8 @@ import os
 from tests.runner_process import ROOT
 
 PACKAGES = ("tfgeo", "experiments", "models", "runners")
-RULES = ("py_library", "py_binary", "py_test", "py_aliased_library", "pytest_test")
+RULES = ("py_library", "py_binary", "py_test", "py_aliased_library", "pytest_test",
+         "runner_binary")
 
 
 def _calls(package):
@@ -24,6 +25,8 @@ def _calls(package):
                     attrs[k.arg] = ast.literal_eval(k.value)
                 except ValueError:  # e.g. a list + glob(...)
                     attrs[k.arg] = None
+            if node.func.id == "runner_binary":  # the macro's implied sources
+                attrs["srcs"] = [attrs["name"] + ".py"]
             out.append((node.func.id, attrs))
     return out
 
@@ -56,7 +59,7 @@ def test_the_core_depends_on_no_other_package():
 
 def test_every_runner_has_a_binary_and_every_test_module_a_test():
     binaries = {attrs["name"]: attrs["srcs"] for rule, attrs in _calls("runners")
-                if rule == "py_binary"}
+                if rule in ("py_binary", "runner_binary")}
     for module in _modules("runners"):
         if module not in ("__init__.py", "common.py"):
             assert binaries.get(module[:-3]) == [module], module

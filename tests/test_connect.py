@@ -35,21 +35,8 @@ def test_points_round_trip(tmp_path):
             np.testing.assert_array_equal(x, y)
 
 
-@pytest.fixture(scope="module")
-def two_nets():
-    ds = data.load_digits(seed=0)
-    nets = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        net = models.get("mlp", ds.input_shape, 10, hidden=(64,))
-        net.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        net.fit(ds.train.x, ds.train.y, epochs=40, batch_size=64, verbose=0)
-        nets.append(net)
-    return ds, nets
-
-
-def test_geodesic_path_has_lower_max_loss_than_straight_line(two_nets):
-    ds, (net_a, net_b) = two_nets
+def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
+    ds, (net_a, net_b) = digits_endpoints
     a = [w.numpy() for w in net_a.trainable_variables]
     b = [w.numpy() for w in net_b.trainable_variables]
     model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
@@ -74,8 +61,8 @@ def test_geodesic_path_has_lower_max_loss_than_straight_line(two_nets):
     assert geo["euclidean_length"] >= line["euclidean_length"] * (1 - 1e-6)
 
 
-def test_weight_matching_on_trained_nets_shrinks_distance_and_keeps_function(two_nets):
-    ds, (net_a, net_b) = two_nets
+def test_weight_matching_on_trained_nets_shrinks_distance_and_keeps_function(digits_endpoints):
+    ds, (net_a, net_b) = digits_endpoints
     a = [w.numpy() for w in net_a.trainable_variables]
     b = [w.numpy() for w in net_b.trainable_variables]
     units = permutation.spec(net_a)

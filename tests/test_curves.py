@@ -130,21 +130,8 @@ def test_refuses_batch_norm_and_bad_arguments():
         curves.CurveModel(net, a[:-1], a)
 
 
-@pytest.fixture(scope="module")
-def two_nets():
-    ds = data.load_digits(seed=0)
-    nets = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        net = models.get("mlp", ds.input_shape, 10, hidden=(64,))
-        net.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        net.fit(ds.train.x, ds.train.y, epochs=40, batch_size=64, verbose=0)
-        nets.append(net)
-    return ds, nets
-
-
-def test_trained_bezier_curve_removes_the_barrier(two_nets):
-    ds, (net_a, net_b) = two_nets
+def test_trained_bezier_curve_removes_the_barrier(digits_endpoints):
+    ds, (net_a, net_b) = digits_endpoints
     a = [w.numpy() for w in net_a.trainable_variables]
     b = [w.numpy() for w in net_b.trainable_variables]
     model = models.get("mlp", ds.input_shape, 10, hidden=(64,))

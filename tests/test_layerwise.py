@@ -71,6 +71,32 @@ def test_dense_layer_is_a_least_squares_solve_per_unit(refit_bias):
         assert np.array_equal(a, s)
 
 
+def test_ridge_pulls_toward_the_masked_weights_so_dead_inputs_keep_theirs():
+    """With ridge lambda > 0 each unit solves (X_K^T X_K + lambda I) w = X_K^T y + lambda w0_K
+    (w0: the masked weights); an input that is zero on every calibration row keeps
+    its weight, so the pruned kernel has exactly the mask's zeros."""
+    model = keras.Sequential([keras.Input((6,), dtype="float64"),
+                              keras.layers.Dense(4, dtype="float64", name="dense")])
+    _set_random(model, 3)
+    start = weights_lib.get_trainable(model)
+    x = np.random.default_rng(4).standard_normal((30, 6))
+    x[:, 2] = 0.0  # a dead input (a blank border pixel)
+    masks = _masks(model, 5, p=0.3)
+    masks[0][2, :] = 1
+    ridge = 0.1
+    new, _ = layerwise.reconstruct(model, masks, x, ridge=ridge, refit_bias=False)
+    y = x @ start[0] + start[1]
+    lam = ridge * np.mean(np.sum(x ** 2, axis=0))
+    for j in range(4):
+        kept = np.flatnonzero(masks[0][:, j])
+        a = x[:, kept].T @ x[:, kept] + lam * np.eye(kept.size)
+        rhs = x[:, kept].T @ (y[:, j] - start[1][j]) + lam * start[0][kept, j]
+        np.testing.assert_allclose(new[0][kept, j], np.linalg.solve(a, rhs), rtol=1e-8,
+                                   atol=1e-10)
+    np.testing.assert_allclose(new[0][2], start[0][2], rtol=1e-12)
+    assert int(np.sum(new[0] == 0)) == int(np.sum(masks[0] == 0))
+
+
 def _patches_same_3x3(x):
     """Explicit 3x3 'same' (stride 1) receptive fields, [N*H*W, 9*C], (kh, kw, C) order."""
     n, h, w, c = x.shape

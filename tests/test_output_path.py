@@ -55,21 +55,8 @@ def test_rejects_bad_arguments():
         output_path.output_path(net, a[:-1], x)
 
 
-@pytest.fixture(scope="module")
-def two_nets():
-    ds = data.load_digits(seed=0)
-    nets = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        net = models.get("mlp", ds.input_shape, 10, hidden=(64,))
-        net.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        net.fit(ds.train.x, ds.train.y, epochs=40, batch_size=64, verbose=0)
-        nets.append(net)
-    return ds, nets
-
-
-def test_output_path_has_exact_endpoints_and_lower_max_loss(two_nets):
-    ds, (net_a, net_b) = two_nets
+def test_output_path_has_exact_endpoints_and_lower_max_loss(digits_endpoints):
+    ds, (net_a, net_b) = digits_endpoints
     a = weights_lib.get_trainable(net_a)
     b = weights_lib.get_trainable(net_b)
     model = models.get("mlp", ds.input_shape, 10, hidden=(64,))

@@ -87,7 +87,9 @@ def geodesic_path(model: keras.Model, target, metric_dataset, step_size: float =
     Returns {"points": [A, ..., B] (every `record_every` steps, the walk's end,
     then B; a straight last leg longer than the walk's spacing is sampled),
     "steps", "reached" (tolerance met), "final_distance" (before the last
-    leg), "straight_leg_points" (points added on that leg), "seconds"}.
+    leg), "straight_leg_points" (points added on that leg), "metric_products"
+    and "quadratic_forms" (the walk's compute, on the dataset's batches),
+    "seconds"}.
     The model ends at B.
     """
     if not 0 <= tolerance < 1 or max_steps < 1 or record_every < 1:
@@ -118,4 +120,7 @@ def geodesic_path(model: keras.Model, target, metric_dataset, step_size: float =
     weights_lib.set_trainable(model, target)
     return {"points": points, "steps": recorder.steps, "reached": reached,
             "start_distance": start_distance, "final_distance": final_distance,
-            "straight_leg_points": extra, "seconds": time.time() - began}
+            "straight_leg_points": extra,
+            "metric_products": float(walker.metric_products.numpy()),
+            "quadratic_forms": float(walker.quadratic_forms.numpy()),
+            "seconds": time.time() - began}

@@ -16,8 +16,13 @@ reconstruction", here solved exactly). For weighted layer l (in
 and X~ = [X, 1]. For every output unit j (a Dense column, a Conv2D output
 channel) with kept rows K_j = {i : mask_ij = 1} the new weights are
 
-    [w_Kj; b_j] = argmin ||X~_[Kj, bias] [w; b] - Y_j||^2 + lambda ||w||^2,
+    [w_Kj; b_j] = argmin ||X~_[Kj, bias] [w; b] - Y_j||^2 + lambda ||w - w0_Kj||^2,
     lambda = ridge * mean(diag(X^T X)),
+
+with w0 the masked (one-shot) weights: the ridge pulls toward them, not toward
+zero, so a weight whose input never fires on the calibration set (a blank
+MNIST border pixel) keeps its trained value instead of being zeroed, and a
+pruned network has exactly as many zeros as its mask asks for
 
 the pruned weights stay exactly zero, and with `refit_bias=False` the bias
 keeps its value (the target becomes Y_j - b_j). Only the Gram matrix
@@ -223,7 +228,8 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
         if w.bias is not None and refit_bias:
             bias_free = masks[w.bias] == 1
         fixed_bias = masked_tilde[d]
-        solved = _refit(gram, cross, kernel_mask, bias_free, fixed_bias, ridge)
+        solved = _refit(gram, cross, kernel_mask, bias_free, fixed_bias, ridge,
+                        masked_tilde[:d])
         report[w.name]["after"] = _relative(_errors(solved, gram, cross, yy), yy)
         new[w.kernel] = solved[:d].reshape(np.shape(dense[w.kernel])).astype(dense[w.kernel].dtype)
         if w.bias is not None:
@@ -262,8 +268,9 @@ def _errors(tilde, gram, cross, yy) -> np.ndarray:
     return yy - 2.0 * np.sum(tilde * cross, axis=0) + np.sum(tilde * (gram @ tilde), axis=0)
 
 
-def _refit(gram, cross, kernel_mask, bias_free, fixed_bias, ridge) -> np.ndarray:
-    """[W; b] [d+1, d_out] solving each unit's principal subsystem (module docstring)."""
+def _refit(gram, cross, kernel_mask, bias_free, fixed_bias, ridge, prior) -> np.ndarray:
+    """[W; b] [d+1, d_out] solving each unit's principal subsystem (module docstring);
+    prior [d, d_out]: the masked weights the ridge pulls toward."""
     d, d_out = kernel_mask.shape
     lam = ridge * float(np.mean(np.diag(gram)[:d]))
     out = np.zeros((d + 1, d_out))
@@ -279,7 +286,8 @@ def _refit(gram, cross, kernel_mask, bias_free, fixed_bias, ridge) -> np.ndarray
             continue
         a = gram[np.ix_(rows, rows)].copy()
         a[np.arange(kept.size), np.arange(kept.size)] += lam
-        b = cross[np.ix_(rows, units)]
+        b = cross[np.ix_(rows, units)].copy()
+        b[:kept.size] += lam * prior[np.ix_(kept, units)]
         if not free:  # target Y_j - b_j: C~ - b_j X^T 1
             b = b - gram[rows, d][:, None] * fixed_bias[units][None, :]
         out[np.ix_(rows, units)] = _solve(a, b)

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo import distribute
+from tfgeo import memory as memory_lib
 from tfgeo import model_wrapper
 
 MODES = ("replay", "der")
@@ -35,19 +36,6 @@ def network_logits(model: keras.Model, inputs, batch_size: int = 256) -> np.ndar
     """[M, C] logits of `model` (inference mode) on `inputs` (an array or a dict of arrays
     with leading dimension M): DER's stored logits, FIP's previous-network outputs."""
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
-
-
-def _spec(values):
-    """{"shape", "dtype"} of a variable, or {name: spec} of a dict of variables."""
-    if isinstance(values, dict):
-        return {k: _spec(v) for k, v in values.items()}
-    return {"shape": [int(d) for d in values.shape], "dtype": str(values.dtype)}
-
-
-def _zeros(spec):
-    if isinstance(spec.get("shape"), list):
-        return np.zeros(spec["shape"], spec["dtype"])
-    return {k: _zeros(v) for k, v in spec.items()}
 
 
 class MemoryModel(model_wrapper.ModelWrapper):
@@ -92,29 +80,9 @@ class MemoryModel(model_wrapper.ModelWrapper):
         memory_targets = np.asarray(memory_targets)
         self.check_targets(memory_targets)
         arrays = dict(memory_inputs) if isinstance(memory_inputs, dict) else memory_inputs
-        sizes = {len(np.asarray(a)) for a in (arrays.values() if isinstance(arrays, dict)
-                                              else [arrays])} | {len(memory_targets)}
-        if len(sizes) != 1 or 0 in sizes:
-            raise ValueError(f"memory inputs and targets must have the same number (> 0) of "
-                             f"rows, got sizes {sorted(sizes)}.")
-        self.memory_size = sizes.pop()
-
-        weight_dtype = model.trainable_variables[0].dtype
-
-        def variable(value, name):
-            # Integers and booleans keep their dtype; floats take the weights'.
-            value = np.asarray(value)
-            dtype = str(value.dtype) if value.dtype.kind in "iub" else weight_dtype
-            var = self.add_weight(shape=value.shape, dtype=dtype, initializer="zeros",
-                                  trainable=False, name=name)
-            var.assign(value.astype(dtype))
-            return var
-
-        if isinstance(arrays, dict):
-            self.memory_inputs = {k: variable(arrays[k], f"memory_{k}") for k in sorted(arrays)}
-        else:
-            self.memory_inputs = variable(arrays, "memory_inputs")
-        self.memory_targets = variable(memory_targets, "memory_targets")
+        self.memory_size = memory_lib.num_rows(arrays, memory_targets)
+        self.memory_inputs, self.memory_targets = memory_lib.store(
+            self, arrays, memory_targets, model.trainable_variables[0].dtype, "memory_targets")
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.term_tracker = keras.metrics.Mean(name=self.term_name)
         self.built = True
@@ -127,17 +95,12 @@ class MemoryModel(model_wrapper.ModelWrapper):
 
     def sample_indices(self):
         """[min(b, M)] distinct memory indices, uniformly random (int32)."""
-        u = keras.random.uniform((self.memory_size,), seed=self.seed_generator)
-        return keras.ops.top_k(u, min(self.memory_batch_size, self.memory_size))[1]
+        return memory_lib.sample_indices(self.memory_size, self.memory_batch_size,
+                                         self.seed_generator)
 
     def memory_batch(self, indices):
         """(inputs, targets) of the memory rows `indices`."""
-        take = lambda v: tf.gather(v, indices)  # noqa: E731
-        if isinstance(self.memory_inputs, dict):
-            inputs = {k: take(v) for k, v in self.memory_inputs.items()}
-        else:
-            inputs = take(self.memory_inputs)
-        return inputs, take(self.memory_targets)
+        return memory_lib.gather(self.memory_inputs, self.memory_targets, indices)
 
     def memory_loss(self, indices=None, training: bool = False):
         """`memory_term` on the memory rows `indices` (default: the whole memory)."""
@@ -148,11 +111,7 @@ class MemoryModel(model_wrapper.ModelWrapper):
 
     def get_memory(self):
         """(inputs, targets) of the whole memory as arrays."""
-        if isinstance(self.memory_inputs, dict):
-            inputs = {k: keras.ops.convert_to_numpy(v) for k, v in self.memory_inputs.items()}
-        else:
-            inputs = keras.ops.convert_to_numpy(self.memory_inputs)
-        return inputs, keras.ops.convert_to_numpy(self.memory_targets)
+        return memory_lib.to_arrays(self.memory_inputs), memory_lib.to_arrays(self.memory_targets)
 
     def train_step(self, data):
         indices = self.sample_indices()
@@ -173,16 +132,16 @@ class MemoryModel(model_wrapper.ModelWrapper):
 
     def get_config(self):
         config = super().get_config()
-        config["memory_inputs"] = _spec(self.memory_inputs)
-        config[self.targets_argument] = _spec(self.memory_targets)
+        config["memory_inputs"] = memory_lib.spec(self.memory_inputs)
+        config[self.targets_argument] = memory_lib.spec(self.memory_targets)
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Zero-filled memory of the saved shapes; loading the weights fills it.
         config = dict(config)
-        config["memory_inputs"] = _zeros(config["memory_inputs"])
-        config[cls.targets_argument] = _zeros(config[cls.targets_argument])
+        config["memory_inputs"] = memory_lib.zeros(config["memory_inputs"])
+        config[cls.targets_argument] = memory_lib.zeros(config[cls.targets_argument])
         return super().from_config(config, custom_objects)
 
 

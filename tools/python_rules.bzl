@@ -48,3 +48,13 @@ def pytest_test(name, src, size = "medium", integration = False, data = [], deps
         tags = ["integration"] if integration else [],
         deps = ["//tests:test_support"] + deps,
     )
+
+def runner_binary(name):
+    """`bazel run //runners:<name>`: the runner runners/<name>.py."""
+    native.py_binary(
+        name = name,
+        srcs = [name + ".py"],
+        main = name + ".py",
+        python_version = "PY3",
+        deps = [":common"],
+    )

@@ -54,6 +54,118 @@ def test_memory_is_bounded_balanced_and_label_free(digits):
     assert np.bincount(mem["task"]).tolist() == [34, 33, 33]
 
 
+def test_memory_rows_shrink_by_prefix_and_labels_match(digits):
+    seq = continual.make_tasks(digits, "split5", "class")
+    tasks = seq.tasks
+    assert continual.memory_shares(3, 100) == [34, 33, 33]
+    # Task 1's rows in a memory of 2 tasks contain its rows in a memory of 5 tasks.
+    big = continual.memory_rows(tasks[1], 1, continual.memory_shares(2, 60)[1], seed=3)
+    small = continual.memory_rows(tasks[1], 1, continual.memory_shares(5, 60)[1], seed=3)
+    np.testing.assert_array_equal(big[:len(small)], small)
+    assert continual.largest_share(1, 5, 60) == 30 and continual.largest_share(0, 5, 60) == 60
+    inputs, labels = continual.memory(tasks[:3], 60, seed=3, with_labels=True)
+    again = continual.memory(tasks[:3], 60, seed=3)
+    np.testing.assert_array_equal(inputs["x"], again["x"])  # one sampling for every method
+    rows = continual.memory_rows(tasks[2], 2, 20, seed=3)
+    np.testing.assert_array_equal(labels[40:], tasks[2].train.y[rows])
+    assert set(labels[:20]) <= {0, 1} and set(labels[40:]) <= {4, 5}  # original labels
+
+
+def test_stored_outputs_follow_the_memory():
+    stored = [np.arange(10)[:, None] * np.ones((1, 2)), 100 + np.arange(6)[:, None] * np.ones(
+        (1, 2))]
+
+    class T:
+        def __init__(self, n):
+            self.train = data.ArraySplit(np.zeros((n, 1)), np.zeros(n, np.int32))
+
+    got = continual.memory_outputs(stored, [T(50), T(50)], 9)
+    np.testing.assert_array_equal(got[:, 0], [0, 1, 2, 3, 4, 100, 101, 102, 103])
+    with pytest.raises(ValueError, match="stored outputs"):
+        continual.memory_outputs(stored, [T(50), T(50)], 20)
+
+
+def _tiny_config(tmp_path, methods, **kwargs):
+    from tfgeo.experiments import config as config_lib
+    return continual.ContinualConfig(
+        run=config_lib.RunConfig(seed=0, output_dir=str(tmp_path), verbose=0),
+        network=config_lib.NetworkConfig(hidden=(16,)), methods=tuple(methods), epochs=1,
+        batch_size=32, memory_size=60, memory_batch=16, metric_batch=16, **kwargs)
+
+
+def _build(seq):
+    def build():
+        body = mlp_lib.mlp(seq.input_shape, seq.num_heads * seq.classes_per_head, hidden=(16,))
+        return multihead.multi_head(body, seq.num_heads, seq.classes_per_head)
+    return build
+
+
+def test_der_stores_the_logits_of_its_network_right_after_each_task(digits, tmp_path):
+    from tfgeo.experiments import run_state
+    from tfgeo import replay
+    seq = continual.make_tasks(digits, "split5", "class")
+    seq = seq._replace(tasks=seq.tasks[:3])
+    config = _tiny_config(tmp_path, ["der"])
+    seen = []
+
+    def build():
+        net = _build(seq)()
+        seen.append(net)
+        return net
+
+    state = run_state.RunState(str(tmp_path), {"test": 1})
+    snapshots = []
+    continual.run_sequence(build, seq, config, state, jit_compile=False,
+                           on_task=lambda out: snapshots.append(
+                               [w.copy() for w in run_state.unpack_weights("der", state.arrays)]))
+    for j in range(3):
+        net = _build(seq)()
+        net.set_weights(snapshots[j])  # the der network right after task j
+        rows = continual.memory_rows(seq.tasks[j], j, continual.largest_share(j, 3, 60), 0)
+        expected = replay.network_logits(net, continual.inputs(seq.tasks[j].train.x[rows],
+                                                               seq.tasks[j].head))
+        np.testing.assert_allclose(state.arrays[f"stored/der/{j}"], expected, rtol=1e-5,
+                                   atol=1e-5)
+    assert len(state.arrays["stored/der/1"]) == 30 and len(state.arrays["stored/der/2"]) == 20
+
+
+def test_resumed_run_equals_an_uninterrupted_one(digits, tmp_path):
+    from tfgeo.experiments import run_state
+    seq = continual.make_tasks(digits, "split5", "domain")
+    seq = seq._replace(tasks=seq.tasks[:3])
+    methods = ["der", "geodesic"]
+    config = _tiny_config(tmp_path, methods, restoring=1.0)
+    keras.utils.set_random_seed(0)  # as `continual.run` does before building the networks
+    whole = continual.run_sequence(_build(seq), seq, config,
+                                   run_state.RunState(str(tmp_path / "a"), {"t": 1}), False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(out):
+        if len(next(iter(out.values()))["R"]) == 2:
+            raise Stop
+
+    keras.utils.set_random_seed(0)
+    with pytest.raises(Stop):
+        continual.run_sequence(_build(seq), seq, config,
+                               run_state.RunState(str(tmp_path / "b"), {"t": 1}), False,
+                               on_task=stop_after_two)
+    resumed = continual.run_sequence(_build(seq), seq, config,
+                                     run_state.RunState(str(tmp_path / "b"), {"t": 1}), False)
+    for m in methods:
+        np.testing.assert_allclose(resumed[m]["R"], whole[m]["R"], atol=1e-6)
+
+
+def test_zero_length_walk_leaves_the_first_row_unchanged(digits, tmp_path):
+    from tfgeo.experiments import run_state
+    seq = continual.make_tasks(digits, "split", "domain")
+    config = _tiny_config(tmp_path, ["geodesic"], geodesic_learning_rate=0.0, restoring=1.0)
+    out = continual.run_sequence(_build(seq), seq, config,
+                                 run_state.RunState(str(tmp_path), {"t": 1}), False)
+    np.testing.assert_array_equal(out["geodesic"]["R"][1], out["geodesic"]["R"][0])
+
+
 def _softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)

@@ -121,10 +121,31 @@ def test_a_broken_checkpoint_is_named(content, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+# The real runner, with one training input set to inf: the loss becomes NaN on any
+# CPU (a large learning rate only diverges on some: Adam's steps are bounded).
+_POISONED_TRAIN = """
+import sys
+import numpy as np
+from tfgeo.experiments import data
+load = data.load_run_splits
+def poisoned(*args, **kwargs):
+    ds, train, validation = load(*args, **kwargs)
+    x = np.array(train.x, copy=True)
+    x[0] = np.inf
+    return ds, type(train)(x, train.y), validation
+data.load_run_splits = poisoned
+from tfgeo.runners import train
+sys.argv = ["train"] + sys.argv[1:]
+train.entry()
+"""
+
+
 def test_a_diverging_run_writes_no_result(tmp_path):
     out = str(tmp_path / "out")
-    proc = run_module("runners.train", "--learning_rate=10", "--epochs=3", "--hidden=512,512",
-                      f"--output_dir={out}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", _POISONED_TRAIN, "--epochs=2",
+                           f"--output_dir={out}"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
     _fails_cleanly(proc, "diverged", out)
 
 

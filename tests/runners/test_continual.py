@@ -23,7 +23,8 @@ def test_shortened_split_mnist_run(tmp_path):
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
     methods = res["methods"]
-    assert set(methods) == {"naive", "ewc", "joint", "geodesic"}
+    assert set(methods) == {"naive", "ewc", "joint", "geodesic", "replay", "der", "fip",
+                            "geodesic_euclidean"}
     for m, r in methods.items():
         R = np.array(r["R"])
         assert R.shape == (2, 2)
@@ -31,7 +32,9 @@ def test_shortened_split_mnist_run(tmp_path):
         assert r["average_accuracy"] == pytest.approx(R[1].mean())
     # All methods start from the same task-0 network.
     assert len({tuple(r["R"][0]) for r in methods.values()}) == 1
-    assert methods["geodesic"]["backward_transfer"] > methods["naive"]["backward_transfer"]
+    for m in ("geodesic", "geodesic_euclidean", "replay", "der", "fip"):
+        assert methods[m]["backward_transfer"] > methods["naive"]["backward_transfer"], m
+        assert methods[m]["average_accuracy"] > 0.5, m
     assert os.path.getsize(os.path.join(out, "accuracy.png")) > 10_000
     assert "BWT" in proc.stdout and "geodesic" in proc.stdout
 
@@ -39,7 +42,9 @@ def test_shortened_split_mnist_run(tmp_path):
 @pytest.mark.parametrize("args,culprit", [
     (["--benchmark=split_cifar100"], "--benchmark=split_cifar100"),
     (["--benchmark=permuted", "--scenario=class"], "--scenario=class"),
-    (["--methods=naive,replay"], "--methods"),
+    (["--methods=naive,bogus"], "--methods"),
+    (["--der_alpha=-1"], "--der_alpha"),
+    (["--geodesic_rule=newton"], "--geodesic_rule"),
     (["--num_tasks=1"], "--num_tasks"),
     (["--memory_size=0"], "--memory_size"),
     (["--step_size=-1"], "--step_size"),
