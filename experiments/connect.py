@@ -56,6 +56,7 @@ from . import networks
 from . import plotting
 from . import results
 from . import run_state
+from . import tensorboard
 
 option = config_lib.option
 METHODS = ("geodesic", "shooting", "straight", "bezier", "polychain", "fip")
@@ -376,6 +377,7 @@ def _fip(config, model, a, target, train, budget, jit, seed):
 def run(config: ConnectConfig) -> results.Report:
     """Runs (or resumes) the paths between the endpoints; see the module docstring."""
     check(config)
+    tensorboard.configure(config.run)
     state = run_state.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)
     split = "validation" if validation is not None else "test"
@@ -411,6 +413,9 @@ def run(config: ConnectConfig) -> results.Report:
         target = targets[name]
         label = _label(method, name, variant)
         seed = config.run.seed
+        # Every path starts from the same global random state, so a resumed run (which
+        # loads its endpoints instead of training them) equals an uninterrupted one.
+        keras.utils.set_random_seed(seed * 1000 + k)
         logging.info("Path %s ...", label)
         weights_lib.set_trainable(model, a)
         budget = out["paths"].get(f"geodesic A->{name}", {}).get("gradient_equivalents")
@@ -443,6 +448,9 @@ def run(config: ConnectConfig) -> results.Report:
         logging.info("%s: barrier %.4f, min accuracy %.4f, %.0f gradient-equivalents, %.1f s "
                      "(evaluated in %.1f s)", label, res["barrier"], res["min_accuracy"], ge,
                      seconds, time.time() - began - seconds)
+        series = label.replace(" ", "_").replace("->", "_to_")
+        for key in ("barrier", "min_accuracy"):
+            tensorboard.scalars(key, {series: res[key]}, k)
         state.save(k + 1, {"out": out}, {})
         results.write_report(config.run.output_dir, report(out, title),
                              config_lib.identity(config), echo=False)

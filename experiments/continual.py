@@ -47,6 +47,7 @@ from . import networks
 from . import plotting
 from . import results
 from . import run_state
+from . import tensorboard
 
 # Appended in this order so earlier methods keep their seeds (`learn_task`).
 METHODS = ("naive", "ewc", "joint", "geodesic", "replay", "der", "fip", "geodesic_euclidean")
@@ -571,6 +572,7 @@ def report(out, names, title: str, evaluated: str) -> results.Report:
 def run(config: ContinualConfig) -> results.Report:
     """Runs (or resumes) a continual-learning study; see the module docstring."""
     check(config)
+    tensorboard.configure(config.run)
     state = run_state.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)
     # Tuning mode: with a validation split, R is measured on it, never on the test split.
@@ -602,6 +604,10 @@ def run(config: ContinualConfig) -> results.Report:
         for method, res in out.items():
             logging.info("%s after task %d: %s", method, len(res["R"]) - 1,
                          " ".join(f"{a:.4f}" for a in res["R"][-1]))
+        # Mean accuracy over the tasks seen so far, one series per method.
+        task = len(next(iter(out.values()))["R"]) - 1
+        seen = {m: float(np.mean(res["R"][-1][:task + 1])) for m, res in out.items()}
+        tensorboard.scalars(f"{evaluated}_average_accuracy", seen, task)
 
     out = run_sequence(build, sequence, config, state, jit, on_task=progress)
     return report(out, names, title, evaluated)

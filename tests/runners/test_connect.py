@@ -14,10 +14,11 @@ def _run(*args, timeout=600):
 
 
 def test_connect_digits_end_to_end(tmp_path):
-    out = str(tmp_path / "connect")
+    out, logs = str(tmp_path / "connect"), str(tmp_path / "tb")
     # 16 paths (3-4 minutes on 2 idle cores): a generous limit for a loaded machine.
     proc = _run(f"--output_dir={out}", "--hidden=64", "--train_epochs=30", "--eval_points=21",
-                "--relax_iterations=150", "--curve_converged_steps=300", timeout=1800)
+                "--relax_iterations=150", "--curve_converged_steps=300", f"--tensorboard_dir={logs}",
+                timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
@@ -59,6 +60,9 @@ def test_connect_digits_end_to_end(tmp_path):
     assert len(points) == paths["geodesic A->B"]["points"]
     assert os.path.getsize(os.path.join(out, "paths.png")) > 10_000
     assert "barrier" in proc.stdout and "grad_equiv" in proc.stdout
+    # One TensorBoard series per path.
+    assert os.path.isdir(os.path.join(logs, "geodesic_A_to_B"))
+    assert any(f.startswith("events") for _, _, files in os.walk(logs) for f in files)
 
 
 def test_methods_subset_and_resume(tmp_path):

@@ -15,10 +15,10 @@ def _run(*args):
 
 def test_shortened_split_mnist_run(tmp_path):
     assert os.path.isdir(MNIST), f"MNIST originals missing at {MNIST}"
-    out = str(tmp_path / "continual")
+    out, logs = str(tmp_path / "continual"), str(tmp_path / "tb")
     proc = _run(f"--output_dir={out}", "--dataset=mnist", f"--manual_dir={MNIST}",
                 "--hidden=100", "--train_examples=6000", "--epochs=2", "--geodesic_steps=100",
-                "--scenario=domain", "--benchmark=split")
+                "--scenario=domain", "--benchmark=split", f"--tensorboard_dir={logs}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
@@ -37,6 +37,9 @@ def test_shortened_split_mnist_run(tmp_path):
         assert methods[m]["average_accuracy"] > 0.5, m
     assert os.path.getsize(os.path.join(out, "accuracy.png")) > 10_000
     assert "BWT" in proc.stdout and "geodesic" in proc.stdout
+    # Average accuracy per method after each task, as TensorBoard scalars.
+    assert any(f.startswith("events") for _, _, files in os.walk(os.path.join(logs, "der"))
+               for f in files)
 
 
 @pytest.mark.parametrize("args,culprit", [

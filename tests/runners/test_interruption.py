@@ -16,6 +16,9 @@ SPARSIFY = ["--sparsities=0.5,0.8,0.9", "--hidden=64", "--train_epochs=20",
             "--methods=one_shot,layerwise,geodesic,finetune,gradual", "--calibration_size=512",
             "--projection_steps=3", "--cg_iterations=50", "--label_budget=200", "--seed=4"]
 TRAIN = ["--hidden=512,512", "--epochs=40", "--seed=5"]
+CONNECT = ["--hidden=32", "--train_epochs=10", "--methods=geodesic,straight,bezier", "--noalign",
+           "--relax_iterations=60", "--curve_converged_steps=100", "--eval_points=11",
+           "--seed=7"]
 CONTINUAL = ["--benchmark=split5", "--scenario=task", "--hidden=64", "--epochs=3",
              "--geodesic_steps=40", "--methods=naive,ewc,geodesic", "--seed=6"]
 
@@ -91,6 +94,21 @@ def test_continual_killed_after_a_task_resumes_to_the_same_accuracies(tmp_path):
     for method in a:
         for row_a, row_b in zip(a[method]["R"], b[method]["R"]):
             assert row_a == pytest.approx(row_b, abs=1e-6), method
+
+
+def test_connect_killed_after_a_path_resumes_to_the_same_paths(tmp_path):
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    proc = run_module("runners.connect", f"--output_dir={whole}", *CONNECT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # 4 paths (geodesic, straight, bezier at equal compute and converged): killed after 1.
+    assert _kill_after("runners.connect", cut, CONNECT, 1) in (1, 2, 3)
+    _resume("runners.connect", cut, CONNECT, whole)
+    a, b = _results(whole)["paths"], _results(cut)["paths"]
+    assert set(a) == set(b) and len(a) == 4
+    for name in a:
+        for key in ("barrier", "min_accuracy", "euclidean_length", "metric_length"):
+            assert a[name][key] == pytest.approx(b[name][key], abs=1e-6), (name, key)
+        assert a[name]["loss"] == pytest.approx(b[name]["loss"], abs=1e-6), name
 
 
 def test_other_flags_in_the_same_folder_are_refused_or_cleared(tmp_path):
