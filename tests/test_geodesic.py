@@ -190,6 +190,13 @@ def test_bad_step_sizes_are_refused(step_size):
         geodesic.geodesic_step(_matrix(np.eye(2)), [tf.ones(2, tf.float64)], step_size)
 
 
+@pytest.mark.parametrize("damping", [-1.0, float("nan")])
+def test_bad_damping_is_refused_by_the_step(damping):
+    with pytest.raises(ValueError, match="damping"):
+        geodesic.geodesic_step(_matrix(np.diag([1.0, 2.0, 3.0])), [tf.ones(3, tf.float64)], 0.1,
+                               damping=damping)
+
+
 def test_a_zero_clipped_step_size_is_not_ok():
     res = geodesic.geodesic_step(_matrix(np.eye(2)), [tf.ones(2, tf.float64)],
                                  tf.constant(0.0, tf.float64))

@@ -58,3 +58,34 @@ def test_task_loss_descent_is_minus_gradient():
 def test_task_loss_descent_needs_a_batch():
     with pytest.raises(ValueError, match="needs a batch"):
         objectives.TaskLossDescent().direction(ref.small_mlp())
+
+
+def test_toward_target_masks_are_named_and_checked():
+    model = ref.small_mlp("float64")
+    w = [v.numpy() for v in model.trainable_variables]
+    ones = [np.ones_like(x) for x in w]
+    # `mask=` is ambiguous (pulled or kept?): refused with the two names to use.
+    with pytest.raises(TypeError, match="keep="):
+        objectives.TowardTarget(w, mask=ones)
+    with pytest.raises(ValueError, match="not both"):
+        objectives.TowardTarget(w, pull=ones, keep=ones)
+    for bad in (0.5, -1.0, np.nan):
+        masks = [np.ones_like(x) for x in w]
+        masks[1].flat[0] = bad
+        with pytest.raises(ValueError, match=r"keep\[1\] must hold only 0 and 1"):
+            objectives.TowardTarget(w, keep=masks)
+    # keep is the complement of pull: the same direction.
+    rng = np.random.default_rng(1)
+    target = [rng.standard_normal(x.shape) for x in w]
+    keep = [(rng.random(x.shape) > 0.5).astype(np.float64) for x in w]
+    a = objectives.TowardTarget(target, keep=keep).direction(model)
+    b = objectives.TowardTarget(target, pull=[1 - k for k in keep]).direction(model)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_toward_target_in_another_dtype_is_named():
+    model = ref.small_mlp("float32")
+    target = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    with pytest.raises(ValueError, match="dtype"):
+        objectives.TowardTarget(target).direction(model)

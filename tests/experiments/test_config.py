@@ -56,3 +56,26 @@ def test_paths_must_exist(tmp_path):
     cfg = dataclasses.replace(sparsification.SparsifyConfig(), start_model=str(tmp_path))
     with pytest.raises(config.InputError, match="is not a file"):
         config.validate(cfg)
+
+
+def test_auto_compile_picks_graph_mode_for_conv_nets_on_cpu(caplog):
+    import keras
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    on_accelerator = bool(tf.config.list_logical_devices("GPU")
+                          or tf.config.list_logical_devices("TPU"))
+    absl_logging.set_verbosity(absl_logging.INFO)
+    with caplog.at_level("INFO"):
+        assert config.jit_compile("auto", conv) is on_accelerator
+        assert config.jit_compile("auto", dense) is True
+    if not on_accelerator:
+        assert "graph mode" in caplog.text and "conv net on CPU" in caplog.text
+    # The flag overrides the choice either way.
+    assert config.jit_compile("xla", conv) is True
+    assert config.jit_compile("graph", dense) is False
+    with pytest.raises(ValueError, match="compile mode"):
+        config.jit_compile("fast", dense)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tfgeo.experiments import plotting
 from tfgeo.experiments import results
 
 
@@ -51,3 +52,16 @@ def test_table_and_report(tmp_path, capsys):
     assert json.load(open(tmp_path / "results.json")) == {"title": "title", "config": {"seed": 3},
                                                           "x": 1}
     assert drawn == [str(tmp_path / "p.png")]
+
+
+def test_models_and_plots_are_written_with_the_umask(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    old = os.umask(0o027)
+    try:
+        saved = results.save_model(model, str(tmp_path / "m.keras"))
+        plot = plotting.line_plot(str(tmp_path / "p.png"), {"a": ([0, 1], [0, 1])}, "x", "y")
+    finally:
+        os.umask(old)
+    for path in (saved, plot):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, path
+    assert keras.saving.load_model(saved).count_params() == model.count_params()
