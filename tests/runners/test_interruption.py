@@ -73,11 +73,12 @@ def test_sparsify_killed_after_a_stage_resumes_to_the_uninterrupted_result(tmp_p
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-6), (x["method"], x["stage"], key)
 
 
-def test_train_killed_mid_run_resumes_to_the_same_network(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_train_killed_mid_run_resumes_to_the_same_network(sig, tmp_path):
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     proc = run_module("runners.train", f"--output_dir={whole}", *TRAIN)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _kill_after("runners.train", cut, TRAIN, 5) >= 5
+    assert _kill_after("runners.train", cut, TRAIN, 5, sig) >= 5
     _resume("runners.train", cut, TRAIN, whole)
     a, b = _results(whole)["summary"], _results(cut)["summary"]
     for key in ("test_loss", "train_loss", "test_accuracy"):
@@ -124,3 +125,28 @@ def test_other_flags_in_the_same_folder_are_refused_or_cleared(tmp_path):
     assert third.returncode == 0, third.stderr[-2000:]
     assert "deleted" in third.stderr and "start.keras" in third.stderr
     assert "Training start.keras" in third.stderr
+
+
+def test_train_and_connect_never_reuse_networks_made_under_other_flags(tmp_path):
+    out = str(tmp_path / "train")
+    assert run_module("runners.train", f"--output_dir={out}", "--hidden=8",
+                      "--epochs=1").returncode == 0
+    again = run_module("runners.train", f"--output_dir={out}", "--hidden=8", "--epochs=2",
+                       "--learning_rate=0.01")
+    assert again.returncode != 0
+    assert "--epochs" in again.stderr and "--learning_rate" in again.stderr
+    out = str(tmp_path / "connect")
+    args = ["--methods=straight", "--noalign", "--train_epochs=1", "--eval_points=3"]
+    first = run_module("runners.connect", f"--output_dir={out}", "--hidden=8", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert {"endpoint_a.keras", "endpoint_b.keras"} <= set(os.listdir(out))
+    other = run_module("runners.connect", f"--output_dir={out}", "--hidden=16", *args)
+    assert other.returncode != 0 and "--hidden" in other.stderr
+    fresh = run_module("runners.connect", f"--output_dir={out}", "--hidden=16", "--noresume",
+                       *args)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    # The old endpoints were deleted (and the log says so), then trained anew at width 16.
+    assert "deleted" in fresh.stderr and "endpoint_a.keras" in fresh.stderr
+    import keras
+    a = keras.saving.load_model(os.path.join(out, "endpoint_a.keras"))
+    assert [l.units for l in a.layers if hasattr(l, "units")][0] == 16
