@@ -61,6 +61,27 @@ def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
     assert geo["euclidean_length"] >= line["euclidean_length"] * (1 - 1e-6)
 
 
+def test_a_walk_that_stops_short_samples_its_straight_last_leg(digits_endpoints):
+    ds, (net_a, net_b) = digits_endpoints
+    a = [w.numpy() for w in net_a.trainable_variables]
+    b = [w.numpy() for w in net_b.trainable_variables]
+    model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
+    for var, w in zip(model.trainable_variables, a):
+        var.assign(w)
+    batches = data.to_dataset(ds.train, 256, shuffle=True, drop_remainder=True, repeat=True)
+    walk = connect.geodesic_path(model, b, batches, step_size=0.1, max_steps=3,
+                                 record_every=1, verbose=0)
+    assert not walk["reached"] and walk["steps"] == 3
+    # The unwalked leg (most of ||B - A||) is sampled at the walk's spacing, so the
+    # barrier is measured along it, not across one unevaluated jump.
+    spacing = 0.1
+    assert walk["straight_leg_points"] >= walk["final_distance"] / spacing - 2
+    gaps = [paths.distance(p, q) for p, q in zip(walk["points"], walk["points"][1:])]
+    assert max(gaps) <= spacing * (1 + 1e-5)
+    for x, y in zip(walk["points"][-1], b):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_weight_matching_on_trained_nets_shrinks_distance_and_keeps_function(digits_endpoints):
     ds, (net_a, net_b) = digits_endpoints
     a = [w.numpy() for w in net_a.trainable_variables]
