@@ -46,3 +46,12 @@ def test_importing_tfgeo_loads_no_harness_module():
                           text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "", proc.stdout
+
+
+def test_every_core_module_is_public():
+    import tfgeo
+
+    core = os.path.join(ROOT, "tfgeo")
+    modules = {m[:-3] for m in os.listdir(core) if m.endswith(".py") and m != "__init__.py"}
+    assert modules <= set(tfgeo.__all__), modules - set(tfgeo.__all__)
+    assert all(hasattr(tfgeo, name) for name in tfgeo.__all__)

@@ -9,6 +9,7 @@ The core library: metrics as linear operators (`linear_operator`, `metric`,
 experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`) and
 the runners (`tfgeo.runners`) are installed beside it and never imported by it.
 """
+from tfgeo import adaptive_geodesic
 from tfgeo import batching
 from tfgeo import callbacks
 from tfgeo import connect
@@ -25,8 +26,10 @@ from tfgeo import layerwise
 from tfgeo import linear_operator
 from tfgeo import losses
 from tfgeo import masked_training
+from tfgeo import memory
 from tfgeo import metric
 from tfgeo import metrics
+from tfgeo import model_wrapper
 from tfgeo import multihead
 from tfgeo import objectives
 from tfgeo import output_distance
@@ -36,8 +39,10 @@ from tfgeo import paths
 from tfgeo import permutation
 from tfgeo import projection
 from tfgeo import pruning
+from tfgeo import relaxed_path
 from tfgeo import replay
 from tfgeo import representations
+from tfgeo import restoring
 from tfgeo import sparsification
 from tfgeo import vectors
 from tfgeo import weights
@@ -60,12 +65,12 @@ __version__ = "0.2.0"
 
 __all__ = [
     # modules
-    "batching", "callbacks", "connect", "curves", "diagonal_metric", "distribute", "ewc",
-    "geodesic", "geodesic_model", "hidden_metric", "kfac", "krylov", "layerwise",
-    "linear_operator", "losses", "masked_training", "metric", "metrics", "multihead",
-    "objectives", "output_distance", "output_metrics", "output_path", "paths", "permutation",
-    "projection", "pruning", "replay", "representations", "sparsification", "vectors",
-    "weights",
+    "adaptive_geodesic", "batching", "callbacks", "connect", "curves", "diagonal_metric",
+    "distribute", "ewc", "geodesic", "geodesic_model", "hidden_metric", "kfac", "krylov",
+    "layerwise", "linear_operator", "losses", "masked_training", "memory", "metric", "metrics",
+    "model_wrapper", "multihead", "objectives", "output_distance", "output_metrics", "output_path", "paths",
+    "permutation", "projection", "pruning", "relaxed_path", "replay", "representations",
+    "restoring", "sparsification", "vectors", "weights",
     # the main entry points
     "GeodesicModel", "LinearOperator", "MetricOperator", "StopAtDistance", "StopOnFailedSteps",
     "TaskLossDescent", "TowardTarget", "conjugate_gradient", "geodesic_step",
