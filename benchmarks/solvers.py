@@ -44,6 +44,7 @@ flags.DEFINE_float("reduced_width", 0.25, "Width of the reduced VGGs.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement (fastest kept).", lower_bound=1)
 flags.DEFINE_string("manual_dir", "../shared/data/mnist", "MNIST originals (tfds manual_dir).")
 flags.DEFINE_integer("walk_steps", 20, "Steps of each measured walk.", lower_bound=1)
+flags.DEFINE_list("walk_models", ["lenet_300_100", "vgg11"], "Models of the walk section.")
 flags.DEFINE_string("output", "", "JSON output path.")
 
 SHAPES = {"lenet_300_100": (28, 28, 1), "lenet5": (28, 28, 1), "vgg11": (32, 32, 3),
@@ -174,38 +175,68 @@ def walk_solves(ds, lenet):
     from tfgeo.experiments import data
 
     rows = []
-    cases = [("lenet_300_100", lenet, ds.train)]
-    vgg = _model("vgg11", FLAGS.reduced_width)
-    x, y = _batch(SHAPES["vgg11"], 2048)
-    cases.append(("vgg11", vgg, data.ArraySplit(x, y)))
+    cases = []
+    if "lenet_300_100" in FLAGS.walk_models:
+        cases.append(("lenet_300_100", lenet, ds.train))
+    if "vgg11" in FLAGS.walk_models:
+        vgg = _model("vgg11", FLAGS.reduced_width)
+        x, y = _batch(SHAPES["vgg11"], 2048)
+        cases.append(("vgg11", vgg, data.ArraySplit(x, y)))
     for name, model, split in cases:
         start = weights.get_trainable(model)
         keep = pruning.magnitude_masks(start, 0.9)
         target = pruning.apply_masks(start, keep)
         jit = tfgeo_compile(model)
-        for metric, pre in (("logits", "none"), ("logits", "kfac"), ("hidden", "none"),
-                            ("hidden", "kfac")):
+        # (metric, preconditioner, CG budget, tolerance): the GeodesicModel defaults
+        # (10 iterations, 1e-4) first, then solves run to a relative residual of 0.1.
+        for metric, pre, budget, tol in (("logits", "none", 10, 1e-4),
+                                         ("logits", "none", 500, 0.1),
+                                         ("logits", "kfac", 500, 0.1),
+                                         ("hidden", "none", 500, 0.1),
+                                         ("hidden", "kfac", 500, 0.1)):
             weights.set_trainable(model, start)
             walker = tfgeo.GeodesicModel(model, tfgeo.TowardTarget(target, keep=keep),
                                          metric=metric, preconditioner=pre,
-                                         cg_max_iterations=500, cg_tolerance=0.1)
+                                         cg_max_iterations=budget, cg_tolerance=tol)
             walker.compile(jit_compile=jit)
             batches = data.to_dataset(split, 256, shuffle=True, drop_remainder=True,
                                       repeat=True)
             began = time.time()
-            history = walker.fit(batches, steps_per_epoch=FLAGS.walk_steps, epochs=1, verbose=0)
+            max_residual = _LargestStepValue("cg_residual")
+            history = walker.fit(batches, steps_per_epoch=FLAGS.walk_steps, epochs=1, verbose=0,
+                                 callbacks=[max_residual])
             seconds = time.time() - began
             steps = FLAGS.walk_steps
             row = {"model": name, "metric": metric, "preconditioner": pre,
+                   "cg_max_iterations": budget, "cg_tolerance": tol,
                    "cg_iterations_per_step": history.history["cg_iterations"][-1],
                    "products_per_step": float(walker.metric_products.numpy()) / steps,
                    "mean_true_residual": history.history["cg_residual"][-1],
+                   "max_true_residual": max_residual.largest,
                    "failed_steps": history.history["failed_steps"][-1],
                    "seconds_per_step": seconds / steps}
             print(json.dumps(row), flush=True)
             rows.append(row)
         weights.set_trainable(model, start)
     return rows
+
+
+def _LargestStepValue(key):
+    """A callback holding the largest per-step value of an epoch-mean metric `key`
+    (recovered from consecutive running means: v_k = k m_k - (k - 1) m_{k-1})."""
+    import keras
+
+    class Callback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.step, self.mean, self.largest = 0, 0.0, float("-inf")
+
+        def on_train_batch_end(self, batch, logs=None):
+            mean = float(logs[key])
+            self.step += 1
+            value = self.step * mean - (self.step - 1) * self.mean
+            self.mean, self.largest = mean, max(self.largest, value)
+
+    return Callback()
 
 
 def tfgeo_compile(model):

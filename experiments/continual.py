@@ -9,13 +9,24 @@ Every network takes {"x": inputs, "task": task ids} (`tfgeo.multihead`):
 task-incremental learning gives each task its own head; domain- and
 class-incremental learning use one shared head (task id 0 everywhere).
 
-Methods, each continuing from the same network trained on task 0:
+Methods, each continuing from the same network trained on task 0; every
+memory-based method keeps the same `memory_size` rows of earlier tasks
+(`memory`, one sampling for all):
   naive     Adam on the new task only (the lower bound);
   ewc       Adam on the new task plus the EWC penalty (`tfgeo.ewc`);
   joint     Adam on all tasks seen so far (the upper bound);
-  geodesic  geodesic steps with v = -grad L_new on new-task batches and the
-            metric on a bounded memory of earlier tasks' *inputs* (their
-            labels are never used).
+  replay    Adam on the new task plus the memory's cross-entropy (labels);
+  der       Adam on the new task plus alpha times the squared error to the
+            logits stored for the memory (Buzzega et al. 2020; no labels);
+  fip       the seed authors' first-order practice: SGD with momentum on the
+            new task plus the Bhattacharyya output distance on the memory;
+  geodesic  the adaptive geodesic rule (`tfgeo.adaptive_geodesic`): steps
+            lr (rho g + D)^{-1} m with g the metric on memory inputs and D
+            Adam's diagonal, driven by the new task's loss plus the restoring
+            term toward the memory's stored logits (`tfgeo.restoring`);
+  geodesic_euclidean
+            version 0.1's walk: fixed Euclidean steps down the new task's
+            loss under the logit metric on memory inputs.
 """
 from __future__ import annotations
 
