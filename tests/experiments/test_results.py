@@ -65,3 +65,30 @@ def test_models_and_plots_are_written_with_the_umask(tmp_path):
     for path in (saved, plot):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, path
     assert keras.saving.load_model(saved).count_params() == model.count_params()
+
+
+def test_a_run_trained_with_an_infinite_learning_rate_writes_nothing(tmp_path):
+    # The guard where results and models are written, fed what an infinite
+    # learning rate makes (the runners refuse such flags before this point).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(learning_rate=float("inf")),
+                  "sparse_categorical_crossentropy")
+    history = model.fit(x, y, epochs=2, verbose=0)
+    assert not np.isfinite(history.history["loss"][-1])
+    with pytest.raises(results.NonFiniteError):
+        results.save_model(model, str(tmp_path / "m.keras"))
+    with pytest.raises(results.NonFiniteError, match="loss"):
+        results.write_json(str(tmp_path / "r.json"), {"loss": history.history["loss"][-1]})
+    assert not os.listdir(tmp_path)
+
+
+def test_an_infinite_step_size_is_refused_before_any_step():
+    import tfgeo
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    target = [np.zeros(w.shape, "float32") for w in model.trainable_variables]
+    for bad in (float("inf"), float("nan"), -1.0, 0.0):
+        with pytest.raises(ValueError, match="step_size"):
+            tfgeo.GeodesicModel(model, tfgeo.TowardTarget(target), step_size=bad)
