@@ -134,7 +134,8 @@ class SparsifyConfig:
     log_every: int = option(50, "Progress line every this many geodesic steps.", lower=1)
     geodesic_finetune_steps: int = option(0, "Masked fine-tuning steps after each geodesic "
                                           "stage (counted in its cost).", lower=0)
-    finetune_learning_rate: float = option(1e-4, "Adam rate of the fine-tuning baselines.",
+    finetune_learning_rate: float = option(3e-3, "Adam rate of the label-using methods' "
+                                           "fine-tuning (chosen on the validation split).",
                                            lower=0.0, lower_open=True, upper=10.0)
     gradual_frequency: int = option(50, "Steps between mask updates in gradual pruning.",
                                     lower=1)
