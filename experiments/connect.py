@@ -370,8 +370,7 @@ def _fip(config, model, a, target, train, budget, jit, seed):
     ge = cost.gradient_equivalents(gradients=res["gradients"], batch=res["batch"],
                                    reference_batch=REFERENCE_BATCH)
     return resample(res["points"], config.eval_points), ge, res["seconds"], {
-        "steps": res["steps"], "eta": eta,
-                                                "reached": res["reached"]}
+        "steps": res["steps"], "eta": eta, "reached": res["reached"]}
 
 
 def run(config: ConnectConfig) -> results.Report:
