@@ -35,7 +35,8 @@ def test_points_round_trip(tmp_path):
             np.testing.assert_array_equal(x, y)
 
 
-def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
+def _walk_from_a(digits_endpoints):
+    """(data, A's weights, B's weights, a network holding A, shuffled batches of 256)."""
     ds, (net_a, net_b) = digits_endpoints
     a = [w.numpy() for w in net_a.trainable_variables]
     b = [w.numpy() for w in net_b.trainable_variables]
@@ -43,6 +44,11 @@ def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
     for var, w in zip(model.trainable_variables, a):
         var.assign(w)
     batches = data.to_dataset(ds.train, 256, shuffle=True, drop_remainder=True, repeat=True)
+    return ds, a, b, model, batches
+
+
+def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
+    ds, a, b, model, batches = _walk_from_a(digits_endpoints)
     walk = connect.geodesic_path(model, b, batches, step_size=0.1, max_steps=1500,
                                  record_every=20, verbose=0)
     assert walk["reached"]
@@ -62,13 +68,7 @@ def test_geodesic_path_has_lower_max_loss_than_straight_line(digits_endpoints):
 
 
 def test_a_walk_that_stops_short_samples_its_straight_last_leg(digits_endpoints):
-    ds, (net_a, net_b) = digits_endpoints
-    a = [w.numpy() for w in net_a.trainable_variables]
-    b = [w.numpy() for w in net_b.trainable_variables]
-    model = models.get("mlp", ds.input_shape, 10, hidden=(64,))
-    for var, w in zip(model.trainable_variables, a):
-        var.assign(w)
-    batches = data.to_dataset(ds.train, 256, shuffle=True, drop_remainder=True, repeat=True)
+    ds, a, b, model, batches = _walk_from_a(digits_endpoints)
     walk = connect.geodesic_path(model, b, batches, step_size=0.1, max_steps=3,
                                  record_every=1, verbose=0)
     assert not walk["reached"] and walk["steps"] == 3

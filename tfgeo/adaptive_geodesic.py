@@ -37,7 +37,6 @@ from tfgeo import geodesic_model
 from tfgeo import krylov
 from tfgeo import linear_operator
 from tfgeo import metrics as metrics_lib
-from tfgeo import model_wrapper
 from tfgeo import objectives as objectives_lib
 from tfgeo import output_metrics
 from tfgeo import vectors
@@ -45,7 +44,7 @@ from tfgeo import weights as weights_lib
 
 
 @keras.saving.register_keras_serializable(package="tfgeo")
-class AdaptiveGeodesicModel(model_wrapper.ModelWrapper):
+class AdaptiveGeodesicModel(geodesic_model.WalkModel):
     """Wraps a model so that each `fit` step is theta = lr (rho g + D)^{-1} m (module docstring).
 
     Batches are as for `GeodesicModel` (`tfgeo.zip_batches(metric_ds, objective_ds)`).
@@ -122,15 +121,8 @@ class AdaptiveGeodesicModel(model_wrapper.ModelWrapper):
         return ([self.functional_change_tracker] if self.track_change else []) + trackers
 
     @property
-    def metrics(self):
-        own = {id(t) for t in (*self.walk_trackers, self.functional_change_tracker)}
-        compiled = [m for m in super().metrics if id(m) not in own
-                    and not (m.name == "loss" and self.loss is None)]
-        return compiled + self.walk_trackers
-
-    def call(self, inputs, training=False):
-        _, inputs = geodesic_model.split_inputs(inputs)
-        return self.model(inputs, training=training)
+    def optional_trackers(self) -> list:
+        return [self.functional_change_tracker]  # logged only with track_change
 
     def metric_operator(self, metric_inputs):
         """The metric g at the current weights on `metric_inputs`."""
@@ -182,23 +174,5 @@ class AdaptiveGeodesicModel(model_wrapper.ModelWrapper):
         self.failed_steps_tracker.update_state(tf.cast(~ok, tf.float32))
         if y is not None and (self.loss is not None or self.has_compiled_metrics()):
             # Compiled loss/metrics on the objective batch after the step (one more forward).
-            y_pred = self.model(objective_inputs, training=False)
-            if self.loss is not None:
-                loss = self.compute_loss(x=objective_inputs, y=y, y_pred=y_pred,
-                                         sample_weight=sample_weight)
-                self.record_loss(loss, tf.shape(y_pred)[0])
-            self.compute_metrics(objective_inputs, y, y_pred, sample_weight=sample_weight)
+            self._update_compiled(objective_inputs, y, sample_weight)
         return self.get_metrics_result()
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, x = geodesic_model.split_inputs(x)
-        y_pred = self.model(x, training=False)
-        if self.loss is not None:
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-            self.record_loss(loss, tf.shape(y_pred)[0])
-        self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        walk = {id(t) for t in self.walk_trackers}
-        return {k: v for m in self.metrics if id(m) not in walk
-                for k, v in (m.result().items() if isinstance(m.result(), dict)
-                             else {m.name: m.result()}.items())}

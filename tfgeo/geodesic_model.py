@@ -114,8 +114,58 @@ class DampingBackoff(keras.layers.Layer):
         return inputs
 
 
+class WalkModel(model_wrapper.ModelWrapper):
+    """The base of models whose `fit` steps walk (`GeodesicModel`,
+    `tfgeo.adaptive_geodesic.AdaptiveGeodesicModel`): batches zipped by
+    `zip_batches`, the walk's diagnostics logged beside compile's loss and
+    metrics, and evaluation on the objective inputs.
+
+    Subclasses define `walk_trackers` (the diagnostics logged) and may list in
+    `optional_trackers` the trackers they own but log only in some settings.
+    """
+
+    @property
+    def walk_trackers(self) -> list:
+        raise NotImplementedError
+
+    @property
+    def optional_trackers(self) -> list:
+        return []
+
+    @property
+    def metrics(self):
+        # Compile's loss tracker only when a loss was compiled (else it stays
+        # empty); optional trackers only when `walk_trackers` lists them.
+        own = {id(t) for t in (*self.walk_trackers, *self.optional_trackers)}
+        compiled = [m for m in super().metrics if id(m) not in own
+                    and not (m.name == "loss" and self.loss is None)]
+        return compiled + self.walk_trackers
+
+    def call(self, inputs, training=False):
+        # Keras may call the wrapper on a zipped {"metric", "objective"} batch
+        # (e.g. to build it under tf.distribute): the objective part is the input.
+        _, inputs = split_inputs(inputs)
+        return self.model(inputs, training=training)
+
+    def _update_compiled(self, x, y, sample_weight):
+        """Compiled loss and metrics on (x, y) at the current weights."""
+        y_pred = self(x, training=False)
+        if self.loss is not None:
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+            self.record_loss(loss, tf.shape(y_pred)[0])
+        self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        _, x = split_inputs(x)
+        self._update_compiled(x, y, sample_weight)
+        walk = {id(t) for t in self.walk_trackers}
+        return {k: v for m in self.metrics if id(m) not in walk
+                for k, v in _results(m).items()}
+
+
 @keras.saving.register_keras_serializable(package="tfgeo")
-class GeodesicModel(model_wrapper.ModelWrapper):
+class GeodesicModel(WalkModel):
     """Wraps a model so that each `fit` step is a geodesic step.
 
     Args:
@@ -241,19 +291,8 @@ class GeodesicModel(model_wrapper.ModelWrapper):
         return trackers
 
     @property
-    def metrics(self):
-        # Compile's loss tracker only when a loss was compiled (else it stays
-        # empty); the distance tracker only for objectives with a goal.
-        own = {id(t) for t in (*self.walk_trackers, self.distance_tracker)}
-        compiled = [m for m in super().metrics if id(m) not in own
-                    and not (m.name == "loss" and self.loss is None)]
-        return compiled + self.walk_trackers
-
-    def call(self, inputs, training=False):
-        # Keras may call the wrapper on a zipped {"metric", "objective"} batch
-        # (e.g. to build it under tf.distribute): the objective part is the input.
-        _, inputs = split_inputs(inputs)
-        return self.model(inputs, training=training)
+    def optional_trackers(self) -> list:
+        return [self.distance_tracker]  # logged only for objectives with a goal
 
     def check_direction(self) -> None:
         """Raises ValueError if the objective's direction is zero at the current weights."""
@@ -317,14 +356,6 @@ class GeodesicModel(model_wrapper.ModelWrapper):
             true_residual=self.true_residual,
         )
 
-    def _update_compiled(self, x, y, sample_weight):
-        """Compiled loss and metrics on (x, y) at the current weights."""
-        y_pred = self(x, training=False)
-        if self.loss is not None:
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-            self.record_loss(loss, tf.shape(y_pred)[0])
-        self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         metric_inputs, objective_inputs = split_inputs(x)
@@ -359,14 +390,6 @@ class GeodesicModel(model_wrapper.ModelWrapper):
                 "GeodesicModel was compiled with metrics but the training data has no "
                 "labels: give (x, y) batches or compile without `metrics`.")
         return self.get_metrics_result()
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, x = split_inputs(x)
-        self._update_compiled(x, y, sample_weight)
-        walk = {id(t) for t in self.walk_trackers}
-        return {k: v for m in self.metrics if id(m) not in walk
-                for k, v in _results(m).items()}
 
 
 def _results(tracker) -> dict:
