@@ -62,7 +62,7 @@ from . import tensorboard
 LABEL_FREE = ("one_shot", "layerwise", "geodesic", "geodesic_walk")
 LABEL_USING = ("finetune", "gradual", "geodesic_finetune")
 METHODS = LABEL_FREE + LABEL_USING
-MASKS = ("magnitude", "wanda", "obs")
+MASKS = ("magnitude", "magnitude_dense", "wanda", "obs")
 _METHOD_INDEX = {m: i for i, m in enumerate(METHODS)}
 option = config_lib.option
 
@@ -100,20 +100,30 @@ class SparsifyConfig:
                             choices=METHODS, unique=True, nonempty=True)
     calibration_size: int = option(8192, "Unlabelled training inputs the label-free methods "
                                    "see (layerwise, geodesic).", lower=1, upper=10_000_000)
-    layerwise_mask: str = option("magnitude", "Mask choice of layerwise (magnitude: global "
-                                 "|w|; wanda: |w| ||x|| per unit; obs: SparseGPT-style "
-                                 "saliency per layer).", choices=MASKS)
+    layerwise_mask: str = option("magnitude_dense", "Mask choice of layerwise (magnitude: --ranking "
+                                 "of the current |w|; magnitude_dense: |w| within each "
+                                 "tensor, as many per tensor as a global ranking of the "
+                                 "dense start drops; wanda: |w| ||x|| per unit; obs: "
+                                 "SparseGPT-style saliency per layer; chosen on the "
+                                 "validation split).", choices=MASKS)
     layerwise_bias: bool = option(True, "layerwise also refits the biases.")
-    geodesic_mask: str = option("magnitude", "Mask choice of the geodesic projection.",
-                                choices=MASKS)
+    geodesic_mask: str = option("magnitude_dense", "Mask choice of the geodesic projection "
+                                "(and of geodesic_finetune's; as --layerwise_mask; chosen "
+                                "on the validation split).", choices=MASKS)
     projection_steps: int = option(10, "Gauss-Newton steps of the geodesic projection per "
                                    "stage.", lower=1, upper=10_000)
     projection_layers: str = option("logits", "Representations the geodesic projection keeps: "
                                     "logits (the outputs) or hidden (every layer's "
                                     "pre-activation and the outputs).",
                                     choices=("logits", "hidden"))
-    projection_start: str = option("layerwise", "Start of the projection: mask (the masked "
-                                   "network) or layerwise (its reconstruction).",
+    projection_curvature_size: int = option(0, "Calibration inputs the projection's metric "
+                                            "products see (the first ones; 0: all): a cheaper "
+                                            "curvature, as in Hessian-free optimisation; the "
+                                            "residual and the step rule still see every input.",
+                                            lower=0, upper=10_000_000)
+    projection_start: str = option("mask", "Start of the projection: mask (the masked "
+                                   "network; chosen on the validation split) or layerwise "
+                                   "(its layer-wise reconstruction).",
                                    choices=("mask", "layerwise"))
     logits_weight: float = option(1.0, "Weight of the outputs' term in the functional "
                                   "distance (hidden representations have weight 1).",
@@ -125,6 +135,11 @@ class SparsifyConfig:
                                           "budget).", lower=1, upper=10_000_000)
     hybrid_projection_steps: int = option(5, "Gauss-Newton steps of geodesic_finetune's "
                                           "projection.", lower=1, upper=10_000)
+    hybrid_reference: str = option("dense", "The function geodesic_finetune's projection "
+                                   "keeps: dense (the start network; chosen on the validation "
+                                   "split) or current (its own fine-tuned network from the "
+                                   "previous stage).",
+                                   choices=("current", "dense"))
     batch_size: int = option(256, "Batch of the metric and of the baselines' steps.", lower=1,
                              upper=1_000_000)
     max_steps: int = option(500, "Most geodesic steps per stage.", lower=1, upper=10_000_000)
@@ -137,6 +152,9 @@ class SparsifyConfig:
     finetune_learning_rate: float = option(3e-3, "Adam rate of the label-using methods' "
                                            "fine-tuning (chosen on the validation split).",
                                            lower=0.0, lower_open=True, upper=10.0)
+    finetune_lr_schedule: str = option("constant", "Rate schedule of the label-using methods' "
+                                       "Adam within a stage: constant, or cosine decay to 0.",
+                                       choices=sparsification.LR_SCHEDULES)
     gradual_frequency: int = option(50, "Steps between mask updates in gradual pruning.",
                                     lower=1)
     gradual_fraction: float = option(0.75, "Fraction of a stage's steps over which gradual "
@@ -199,9 +217,13 @@ class _Stage:
                                drop_remainder=True, repeat=True)
 
     def masks(self, choice, current):
-        """The stage's masks chosen from the method's current network (so they nest)."""
-        if choice == "magnitude":
-            return pruning.magnitude_masks(current, self.sparsity, self.which, self.config.ranking)
+        """The stage's masks chosen from the method's current network (so they nest).
+        magnitude_dense drops in each tensor as many entries as a global ranking of
+        the dense start would (the smallest |w| of the current network there)."""
+        if choice in ("magnitude", "magnitude_dense"):
+            return pruning.magnitude_masks(
+                current, self.sparsity, self.which, self.config.ranking,
+                allocation=self.dense if choice == "magnitude_dense" else None)
         with _weights(self.model, current):
             if choice == "wanda":
                 return pruning.wanda_masks(self.model, self.calibration, self.sparsity, self.which)
@@ -247,29 +269,34 @@ def _layerwise(stage, current, row):
     return masks
 
 
-def project(stage, current, row, calibration=None, steps=None):
-    """The geodesic projection from the method's current network; returns its masks."""
+def project(stage, current, row, calibration=None, steps=None, reference=None):
+    """The geodesic projection onto masks chosen from the method's current network,
+    keeping the function of `reference` (default: the dense start); returns the masks."""
     config, g = stage.config, stage.config.geodesic
     calibration = stage.calibration if calibration is None else calibration
+    reference = stage.dense if reference is None else reference
     masks = stage.masks(config.geodesic_mask, current)
     start = current
     if config.projection_start == "layerwise":
-        weights_lib.set_trainable(stage.model, stage.dense)
+        weights_lib.set_trainable(stage.model, reference)
         start, _ = layerwise.reconstruct(stage.model, masks, calibration)
-    weights_lib.set_trainable(stage.model, stage.dense)  # the reference function
+    weights_lib.set_trainable(stage.model, reference)  # the function to keep
     report = projection.gauss_newton_projection(
         stage.model, masks, calibration, layers=None if config.projection_layers == "logits"
         else "hidden", output_metric=g.output_metric,
         steps=config.projection_steps if steps is None else steps,
         solver=projection.Solver(damping=g.damping, max_iterations=g.cg_iterations,
                                  tolerance=g.cg_tolerance, preconditioner=g.preconditioner,
-                                 jit_compile=stage.jit),
+                                 jit_compile=stage.jit,
+                                 curvature_size=config.projection_curvature_size),
         start=start, logits_weight=config.logits_weight)
     n = len(calibration)
+    m = min(config.projection_curvature_size or n, n)  # the inputs the products see
     row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
                functional_distance=report["distance"],
                gradient_equivalents=cost.gradient_equivalents(
                    metric_products=report["products"], quadratic_forms=report["quadratic_forms"],
+                   batch=m, reference_batch=config.batch_size) + cost.gradient_equivalents(
                    gradients=report["gradients"] + report["curvature"],
                    forwards=report["forwards"], batch=n, reference_batch=config.batch_size))
     return masks
@@ -295,12 +322,12 @@ def _geodesic_walk(stage, current, row):
 def _finetune(stage, current, row, steps=None, masks=None):
     config = stage.config
     if masks is None:
-        masks = pruning.magnitude_masks(current, stage.sparsity, stage.which, config.ranking)
+        masks = stage.masks("magnitude", current)
         weights_lib.set_trainable(stage.model, pruning.apply_masks(current, masks))
     steps = config.label_budget if steps is None else steps
     res = sparsification.masked_finetune(
         stage.model, masks, stage.batches("finetune"), steps, config.finetune_learning_rate,
-        jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/finetune"))
+        lr_schedule=config.finetune_lr_schedule, jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/finetune"))
     row.update(finetune_steps=res["steps"],
                gradient_equivalents=row.get("gradient_equivalents", 0.0) + res["gradients"])
     row.setdefault("steps", res["steps"])
@@ -313,6 +340,7 @@ def _gradual(stage, current, row):
     res = sparsification.gradual_prune(
         stage.model, stage.batches("gradual"), stage.previous, stage.sparsity,
         config.label_budget, config.finetune_learning_rate, frequency=config.gradual_frequency,
+        lr_schedule=config.finetune_lr_schedule,
         pruning_fraction=config.gradual_fraction, which=stage.which, scope=config.ranking,
         jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/gradual"))
     row.update(gradient_equivalents=res["gradients"], steps=res["steps"])
@@ -321,8 +349,11 @@ def _gradual(stage, current, row):
 
 def _geodesic_finetune(stage, current, row):
     config = stage.config
+    # The function to keep: the dense start, or the method's own fine-tuned network
+    # (which compounds the projections' growth of the kept weights: worse, README).
+    reference = current if config.hybrid_reference == "current" else stage.dense
     masks = project(stage, current, row, stage.calibration[:config.hybrid_calibration_size],
-                    config.hybrid_projection_steps)
+                    config.hybrid_projection_steps, reference=reference)
     left = max(int(stage.config.label_budget - row["gradient_equivalents"]), 0)
     row["over_budget"] = row["gradient_equivalents"] > stage.config.label_budget
     return _finetune(stage, current, row, steps=left, masks=masks)

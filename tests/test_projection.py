@@ -99,16 +99,37 @@ def test_levenberg_marquardt_rejects_steps_that_raise_the_distance():
     np.testing.assert_allclose(point[0], [1.0])  # the point never moved
 
 
-def test_gauss_newton_projection_keeps_the_mask_and_lowers_the_distance():
+@pytest.mark.parametrize("curvature_size", [0, 16])
+def test_gauss_newton_projection_keeps_the_mask_and_lowers_the_distance(curvature_size):
     keras.utils.set_random_seed(4)
     model = ref.small_mlp("float64")
     x = np.random.default_rng(5).standard_normal((40, 6))
     masks = pruning.magnitude_masks(weights_lib.get_trainable(model), 0.5)
     report = projection.gauss_newton_projection(
         model, masks, x, layers="hidden", steps=5,
-        solver=projection.Solver(max_iterations=200, tolerance=1e-6))
+        solver=projection.Solver(max_iterations=200, tolerance=1e-6,
+                                 curvature_size=curvature_size))
     distances = [h["distance"] for h in report["history"] if not h.get("rejected")]
     assert distances[-1] < 0.85 * distances[0]  # observed 0.65: half the weights are gone
     assert all(b <= a for a, b in zip(distances, distances[1:]))
     for w, k in zip(weights_lib.get_trainable(model), masks):
         assert np.all(w[k == 0] == 0)
+
+
+def test_curvature_subset_is_the_metric_of_the_first_inputs():
+    """With curvature_size m, products are the metric on x[:m] (same weights c),
+    while the gradient still averages over every input."""
+    keras.utils.set_random_seed(6)
+    model = ref.small_mlp("float64")
+    x = np.random.default_rng(7).standard_normal((20, 6))
+    masks = pruning.magnitude_masks(weights_lib.get_trainable(model), 0.5)
+    r = projection.reference(model, x)
+    full = projection._Objective(model, x, r, masks, "fisher", projection.Solver())
+    sub = projection._Objective(model, x, r, masks, "fisher", projection.Solver(curvature_size=7))
+    part = projection.Reference(r.names, [v[:7] for v in r.values], r.weights)
+    want = projection._Objective(model, x[:7], part, masks, "fisher", projection.Solver())
+    np.testing.assert_allclose(sub.operator().to_dense(), want.operator().to_dense(),
+                               rtol=1e-10, atol=1e-14)
+    assert not np.allclose(sub.operator().to_dense(), full.operator().to_dense(), rtol=1e-3)
+    for a, b in zip(sub.gradient(), full.gradient()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)

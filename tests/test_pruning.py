@@ -75,3 +75,37 @@ def test_polynomial_decay_is_zhu_gupta():
     assert all(b >= a for a, b in zip(values, values[1:]))
     # Cubic: most of the pruning happens early.
     assert f(150) - 0.2 > 0.5 * (0.9 - 0.2)
+
+
+def test_allocation_fixes_each_tensors_count_and_masks_nest():
+    rng = np.random.default_rng(0)
+    dense = [rng.normal(size=(40, 30)), rng.normal(size=(30,)), rng.normal(size=(30, 10)) * 3]
+    which = [True, False, True]
+    # A rescaled network: the first tensor grew 10x, so a global ranking of its
+    # own magnitudes would take every pruned entry from the last tensor.
+    current = [dense[0] * 10, dense[1], dense[2]]
+    previous = None
+    for sparsity in (0.5, 0.8, 0.95):
+        ref = pruning.magnitude_masks(dense, sparsity, which)
+        masks = pruning.magnitude_masks(current, sparsity, which, allocation=dense)
+        for m, r in zip(masks, ref):
+            assert np.count_nonzero(m) == np.count_nonzero(r)
+        # Within a tensor the kept entries are the largest |w| of `current`.
+        kept = np.abs(current[2])[masks[2] == 1]
+        dropped = np.abs(current[2])[masks[2] == 0]
+        assert kept.min() >= dropped.max()
+        assert np.all(masks[1] == 1)
+        if previous is not None:
+            for m, p in zip(masks, previous):
+                assert np.all(m <= p)
+        previous = masks
+        current = pruning.apply_masks(current, masks)
+    own = pruning.magnitude_masks([dense[0] * 10, dense[1], dense[2]], 0.5, which)
+    assert np.count_nonzero(own[2]) < np.count_nonzero(
+        pruning.magnitude_masks(dense, 0.5, which)[2])
+
+
+def test_allocation_of_other_shapes_is_refused():
+    w = [np.ones((3, 2)), np.ones((2,))]
+    with pytest.raises(ValueError, match="allocation"):
+        pruning.magnitude_masks(w, 0.5, allocation=[np.ones((2, 3)), np.ones((2,))])

@@ -106,3 +106,14 @@ def test_masked_finetune_and_gradual_end_exactly_sparse(trained):
     report = sparsification.gradual_prune(net, batches, 0.0, 0.9, steps=40, frequency=10)
     assert pruning.sparsity_of(weights_lib.get_trainable(net)) == pytest.approx(0.9, abs=1e-3)
     assert report["mask_updates"] >= 3
+
+
+@pytest.mark.parametrize("schedule,halfway,end", [("constant", 1e-2, 1e-2), ("cosine", 5e-3, 0.0)])
+def test_fine_tuning_rate_follows_its_schedule(schedule, halfway, end):
+    opt = sparsification.adam(1e-2, 100, schedule)
+    opt.build([keras.Variable(np.zeros(3, np.float32))])
+    for step, want in ((0, 1e-2), (50, halfway), (100, end)):
+        opt.iterations.assign(step)
+        assert float(opt.learning_rate) == pytest.approx(want, abs=1e-7)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        sparsification.adam(1e-2, 100, "linear")

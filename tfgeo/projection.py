@@ -27,7 +27,8 @@ metric g(w) with the same representations and weights (`tfgeo.hidden_metric`).
   K-FAC of the same metric over X when asked.
 
 Both stream over X in chunks, so memory stays that of one chunk, and count
-their compute (products, gradients and forward passes over X).
+their compute (products, gradients and forward passes over X; products and
+quadratic forms over the first `Solver.curvature_size` inputs when that is set).
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ class Solver(NamedTuple):
     preconditioner: str = "none"  # or "kfac"
     jit_compile: bool = False
     chunk_size: int = 512
+    # Inputs the metric products see (the first ones; 0: all). As in Hessian-free
+    # optimisation, the curvature may come from a subset while the residual (the
+    # right-hand side) and the accept/reject distance use every input: a cheaper
+    # step that the step rule still judges on the whole set.
+    curvature_size: int = 0
 
 
 class _Objective:
@@ -170,8 +176,12 @@ class _Objective:
         order = [n for n in self.ref.names if n != OUTPUTS] + (
             [OUTPUTS] if OUTPUTS in self.ref.names else [])
         weights = [self.ref.weights[self.ref.names.index(n)] for n in order]
+        inputs = self.inputs
+        size = self.solver.curvature_size
+        if 0 < size < batching.num_examples(inputs):
+            inputs = tf.nest.map_structure(lambda a: a[:size], inputs)
         return hidden_metric.HiddenMetricOperator(
-            self.model, self.inputs, order, self.output_metric, weights=weights,
+            self.model, inputs, order, self.output_metric, weights=weights,
             chunk_size=self.solver.chunk_size)
 
     def mean_diagonal(self, probes: int = 4, seed: int = 0) -> float:

@@ -56,7 +56,7 @@ def _keep_largest(magnitudes: np.ndarray, n_prune: int) -> np.ndarray:
 
 
 def magnitude_masks(weights, sparsity: float, which: Sequence[bool] | None = None,
-                    scope: str = "global") -> list[np.ndarray]:
+                    scope: str = "global", allocation=None) -> list[np.ndarray]:
     """0/1 masks keeping the largest-|w| entries of the prunable tensors.
 
     scope='global' ranks all prunable entries together and drops exactly
@@ -64,6 +64,13 @@ def magnitude_masks(weights, sparsity: float, which: Sequence[bool] | None = Non
     each prunable tensor. Non-prunable tensors get all-ones masks. Entries
     that are already zero rank first, so masks at increasing sparsity are
     nested when computed from projected weights.
+
+    `allocation` (weights of the same shapes, e.g. the dense start) overrides
+    `scope`: tensor l drops as many entries n_l as a global ranking of
+    `allocation` at `sparsity` would, and they are the n_l smallest |w| of
+    `weights` in that tensor. A network whose layers were rescaled since (a
+    projection grows the kept weights) then keeps its layer-wise densities;
+    the n_l grow with the sparsity, so the masks still nest.
     """
     _check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -74,11 +81,19 @@ def magnitude_masks(weights, sparsity: float, which: Sequence[bool] | None = Non
     if not any(which):
         raise ValueError("No prunable tensors selected.")
     masks = [np.ones(np.shape(w), dtype=np.asarray(w).dtype) for w in weights]
-    if scope == "layer":
+    counts = None
+    if allocation is not None:
+        if [np.shape(a) for a in allocation] != [np.shape(w) for w in weights]:
+            raise ValueError("`allocation` must have the shapes of `weights`.")
+        ref = magnitude_masks(allocation, sparsity, which, "global")
+        counts = [int(np.size(m) - np.count_nonzero(m)) for m in ref]
+    elif scope == "layer":
+        counts = [int(round(sparsity * np.size(w))) for w in weights]
+    if counts is not None:
         for i, (w, p) in enumerate(zip(weights, which)):
             if p:
                 flat = np.abs(np.asarray(w)).ravel()
-                keep = _keep_largest(flat, int(round(sparsity * flat.size)))
+                keep = _keep_largest(flat, counts[i])
                 masks[i] = keep.reshape(np.shape(w)).astype(masks[i].dtype)
         return masks
     flat = np.concatenate([np.abs(np.asarray(w)).ravel() for w, p in zip(weights, which) if p])

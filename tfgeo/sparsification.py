@@ -101,10 +101,23 @@ def one_shot(weights, sparsity: float, which=None, scope: str = "global"):
     return pruning.apply_masks(weights, masks), masks
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def adam(learning_rate: float, steps: int, lr_schedule: str = "constant") -> keras.optimizers.Adam:
+    """Adam at `learning_rate`, constant or cosine-decayed to 0 over `steps` steps."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+    if lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1))
+    return keras.optimizers.Adam(learning_rate)
+
+
 def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rate: float = 1e-4,
                     loss=None, jit_compile: bool = True, verbose: int = 0,
-                    callbacks=()) -> dict:
-    """Projects `model` onto `masks`, then `steps` Adam steps projected onto them.
+                    callbacks=(), lr_schedule: str = "constant") -> dict:
+    """Projects `model` onto `masks`, then `steps` Adam steps projected onto them
+    (rate constant or cosine-decayed to 0 over the steps, `adam`).
 
     `dataset` is endless (x, y) batches. Returns steps, gradients (= steps)
     and seconds. A fresh optimizer per call: stages do not share moments.
@@ -112,7 +125,8 @@ def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rat
     masked = masked_training.MaskedModel(model, masks)
     began = time.time()
     if steps > 0:
-        masked.compile(keras.optimizers.Adam(learning_rate), _loss(loss), jit_compile=jit_compile)
+        masked.compile(adam(learning_rate, steps, lr_schedule), _loss(loss),
+                       jit_compile=jit_compile)
         masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
                    shuffle=False, callbacks=list(callbacks))
     return {"steps": int(steps), "gradients": float(steps), "seconds": time.time() - began}
@@ -121,10 +135,12 @@ def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rat
 def gradual_prune(model: keras.Model, dataset, initial: float, final: float, steps: int,
                   learning_rate: float = 1e-4, frequency: int = 50,
                   pruning_fraction: float = 0.75, which=None, scope: str = "global",
-                  loss=None, jit_compile: bool = True, verbose: int = 0, callbacks=()) -> dict:
+                  loss=None, jit_compile: bool = True, verbose: int = 0, callbacks=(),
+                  lr_schedule: str = "constant") -> dict:
     """Fine-tunes for `steps` while the sparsity rises from `initial` to `final`
     along the Zhu & Gupta cubic schedule over the first `pruning_fraction` of
-    the steps (then fine-tunes at `final`). Ends exactly at `final`."""
+    the steps (then fine-tunes at `final`). Ends exactly at `final`. The Adam
+    rate is constant or cosine-decayed to 0 over the steps (`adam`)."""
     if not 0 < pruning_fraction <= 1:
         raise ValueError(f"pruning_fraction must be in (0, 1], got {pruning_fraction}.")
     masks = pruning.magnitude_masks(weights_lib.get_trainable(model), initial, which, scope)
@@ -134,7 +150,8 @@ def gradual_prune(model: keras.Model, dataset, initial: float, final: float, ste
         frequency=frequency, which=which, scope=scope)
     began = time.time()
     if steps > 0:
-        masked.compile(keras.optimizers.Adam(learning_rate), _loss(loss), jit_compile=jit_compile)
+        masked.compile(adam(learning_rate, steps, lr_schedule), _loss(loss),
+                       jit_compile=jit_compile)
         masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
                    callbacks=[schedule, *callbacks], shuffle=False)
     else:
