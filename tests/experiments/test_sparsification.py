@@ -33,7 +33,8 @@ def _stage(config, net, dense, ds, sparsity):
 @pytest.mark.parametrize("keep", ["dense", "current"])
 def test_projection_keeps_the_reference_function(setup, keep):
     ds, net, dense, current = setup
-    config = study.SparsifyConfig()
+    # The layer-wise start and the Gauss-Newton target both come from the reference.
+    config = study.SparsifyConfig(projection_start="layerwise", geodesic_mask="magnitude")
     stage = _stage(config, net, dense, ds, 0.3)
     weights = {"dense": dense, "current": current}
     logits = {}
