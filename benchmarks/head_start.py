@@ -45,10 +45,11 @@ def main(_):
     import keras
     import numpy as np
 
-    from tfgeo import layerwise, projection, pruning, sparsification
+    from tfgeo import layerwise, projection, pruning, representations, sparsification
     from tfgeo import weights as weights_lib
     from tfgeo.experiments import config as config_lib
     from tfgeo.experiments import cost, data
+    from tfgeo.experiments import sparsification as study
 
     _, train, val = data.load_splits(config_lib.DataConfig(
         dataset="mnist", manual_dir=FLAGS.manual_dir, validation_fraction=0.1), FLAGS.seed)
@@ -57,8 +58,7 @@ def main(_):
                   metrics=["accuracy"])
     dense = weights_lib.get_trainable(model)
     which = pruning.prunable(dense, False, True)
-    rng = np.random.default_rng(FLAGS.seed + 7)
-    calibration = train.x[np.sort(rng.permutation(len(train.y))[:8192])]
+    calibration = study.calibration_set(train, 8192, FLAGS.seed)  # the runner's draw
 
     def accuracy():
         return float(model.evaluate(val.x, val.y, batch_size=1024, verbose=0)[1])
@@ -78,7 +78,10 @@ def main(_):
     starts = {"magnitude": (pruning.apply_masks(current, masks), 0.0)}
     weights_lib.set_trainable(model, current)
     lw, _ = layerwise.reconstruct(model, masks, calibration)
-    starts["layerwise"] = (lw, cost.gradient_equivalents(forwards=4, batch=len(calibration),
+    # The runner's rule: one forward pass per layer and one for the dense targets.
+    forwards = len(representations.weighted_layers(model)) + 1
+    starts["layerwise"] = (lw, cost.gradient_equivalents(forwards=forwards,
+                                                         batch=len(calibration),
                                                          reference_batch=256))
     for n, steps in ((1024, 5), (8192, 10)):
         weights_lib.set_trainable(model, current)

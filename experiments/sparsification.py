@@ -100,8 +100,8 @@ class SparsifyConfig:
                             choices=METHODS, unique=True, nonempty=True)
     calibration_size: int = option(8192, "Unlabelled training inputs the label-free methods "
                                    "see (layerwise, geodesic).", lower=1, upper=10_000_000)
-    layerwise_mask: str = option("magnitude_dense", "Mask choice of layerwise (magnitude: --ranking "
-                                 "of the current |w|; magnitude_dense: |w| within each "
+    layerwise_mask: str = option("magnitude_dense", "Mask choice of layerwise (magnitude: "
+                                 "--ranking of the current |w|; magnitude_dense: |w| within each "
                                  "tensor, as many per tensor as a global ranking of the "
                                  "dense start drops; wanda: |w| ||x|| per unit; obs: "
                                  "SparseGPT-style saliency per layer; chosen on the "
@@ -290,8 +290,7 @@ def project(stage, current, row, calibration=None, steps=None, reference=None):
                                  jit_compile=stage.jit,
                                  curvature_size=config.projection_curvature_size),
         start=start, logits_weight=config.logits_weight)
-    n = len(calibration)
-    m = min(config.projection_curvature_size or n, n)  # the inputs the products see
+    n, m = len(calibration), report["curvature_examples"]  # m: the inputs products see
     row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
                functional_distance=report["distance"],
                gradient_equivalents=cost.gradient_equivalents(
@@ -327,7 +326,8 @@ def _finetune(stage, current, row, steps=None, masks=None):
     steps = config.label_budget if steps is None else steps
     res = sparsification.masked_finetune(
         stage.model, masks, stage.batches("finetune"), steps, config.finetune_learning_rate,
-        lr_schedule=config.finetune_lr_schedule, jit_compile=stage.jit, callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/finetune"))
+        lr_schedule=config.finetune_lr_schedule, jit_compile=stage.jit,
+        callbacks=tensorboard.callbacks(f"stage{stage.k + 1}/finetune"))
     row.update(finetune_steps=res["steps"],
                gradient_equivalents=row.get("gradient_equivalents", 0.0) + res["gradients"])
     row.setdefault("steps", res["steps"])

@@ -109,6 +109,7 @@ def test_gauss_newton_projection_keeps_the_mask_and_lowers_the_distance(curvatur
         model, masks, x, layers="hidden", steps=5,
         solver=projection.Solver(max_iterations=200, tolerance=1e-6,
                                  curvature_size=curvature_size))
+    assert report["curvature_examples"] == (curvature_size or len(x))
     distances = [h["distance"] for h in report["history"] if not h.get("rejected")]
     assert distances[-1] < 0.85 * distances[0]  # observed 0.65: half the weights are gone
     assert all(b <= a for a, b in zip(distances, distances[1:]))

@@ -28,7 +28,8 @@ metric g(w) with the same representations and weights (`tfgeo.hidden_metric`).
 
 Both stream over X in chunks, so memory stays that of one chunk, and count
 their compute (products, gradients and forward passes over X; products and
-quadratic forms over the first `Solver.curvature_size` inputs when that is set).
+quadratic forms over the first `Solver.curvature_size` inputs when that is set,
+reported as `curvature_examples`).
 """
 from __future__ import annotations
 
@@ -119,6 +120,9 @@ class _Objective:
 
     def __init__(self, model, inputs, ref: Reference, mask, output_metric, solver: Solver):
         self.model, self.inputs, self.ref, self.solver = model, inputs, ref, solver
+        size = solver.curvature_size
+        self.curvature_inputs = inputs if not 0 < size < batching.num_examples(inputs) else (
+            tf.nest.map_structure(lambda a: a[:size], inputs))
         self.metric = output_metrics.get(output_metric)
         self.output_metric = output_metric
         self.run = _forward(model, ref.names)
@@ -176,12 +180,8 @@ class _Objective:
         order = [n for n in self.ref.names if n != OUTPUTS] + (
             [OUTPUTS] if OUTPUTS in self.ref.names else [])
         weights = [self.ref.weights[self.ref.names.index(n)] for n in order]
-        inputs = self.inputs
-        size = self.solver.curvature_size
-        if 0 < size < batching.num_examples(inputs):
-            inputs = tf.nest.map_structure(lambda a: a[:size], inputs)
         return hidden_metric.HiddenMetricOperator(
-            self.model, inputs, order, self.output_metric, weights=weights,
+            self.model, self.curvature_inputs, order, self.output_metric, weights=weights,
             chunk_size=self.solver.chunk_size)
 
     def mean_diagonal(self, probes: int = 4, seed: int = 0) -> float:
@@ -259,7 +259,9 @@ def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metr
     counts["forwards"] += 1
     return {**counts, "distance": objective.distance(), "damping": lam,
             "cg_status": krylov.status_name(result.status),
-            "examples": batching.num_examples(inputs), "seconds": time.time() - began}
+            "examples": batching.num_examples(inputs),
+            "curvature_examples": batching.num_examples(objective.curvature_inputs),
+            "seconds": time.time() - began}
 
 
 def levenberg_marquardt(distance, gradient, solve, get, put, damping: float, steps: int,
@@ -352,4 +354,6 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
         lambda w: weights_lib.set_trainable(model, w), lam0, steps, halvings, max_damping,
         min_decrease, on_step)
     return {**counts, "distance": d, "history": history, "steps": accepted,
-            "examples": batching.num_examples(inputs), "seconds": time.time() - began}
+            "examples": batching.num_examples(inputs),
+            "curvature_examples": batching.num_examples(objective.curvature_inputs),
+            "seconds": time.time() - began}
