@@ -34,14 +34,16 @@ py_aliased_library = rule(
     doc = "A py_library whose files are also importable under `import_as` (a path).",
 )
 
-def pytest_test(name, src, size = "medium", integration = False, data = [], deps = []):
+def pytest_test(name, src, size = "medium", integration = False, data = [], deps = [],
+                marker = None):
     """A py_test running pytest on `src`; `integration` tests start runner
-    processes or read ../shared/data (CI's Bazel pass filters them out)."""
+    processes or read ../shared/data (CI's Bazel pass filters them out);
+    `marker` selects a module's tests that the default run deselects."""
     native.py_test(
         name = name,
         size = size,
         srcs = [src, "//tests:pytest_main.py"],
-        args = ["$(location %s)" % src],
+        args = ["$(location %s)" % src] + (["-m", marker] if marker else []),
         data = data,
         main = "//tests:pytest_main.py",
         python_version = "PY3",
