@@ -4,11 +4,11 @@ r"""Connecting two trained networks: the geodesic path against the straight line
         --manual_dir=../shared/data/mnist --output_dir=runs/connect_mnist
 
 Endpoints: --model_a and --model_b (`.keras` files of one architecture), or
-two networks trained here from --seed_a and --seed_b. The geodesic walks
-from A toward B until within --tolerance, then steps straight to B; the
-straight line is evaluated at as many points; with --align both are run
-again to B permuted onto A by weight matching (`tfgeo.experiments.connect`).
-Writes results.json, paths.png, the geodesic points as points_<path>.npz
+two networks trained here from --seed_a and --seed_b. Each of --methods
+(the relaxed boundary-value geodesic, the shooting walk, the straight line,
+Bezier and polychain curves, FIP) connects A to B and, with --align, to B
+permuted onto A by weight matching (`tfgeo.experiments.connect`). Writes
+results.json, paths.png, the geodesic points as points_<path>.npz
 (`tfgeo.experiments.connect.load_points`), and a table.
 """
 from tfgeo.experiments import connect
