@@ -16,8 +16,8 @@ import os
 
 import pytest
 
+from tests.runner_process import kill_after
 from tests.runner_process import run_module
-from tests.runners.test_interruption import _kill_after
 from tests.shared_data import CIFAR10_ARCHIVE
 from tests.shared_data import cifar10_slice
 
@@ -58,7 +58,7 @@ def test_sparsify_on_a_conv_net_resumes_after_its_first_stage(data_flags, tmp_pa
     proc = _run("runners.sparsify", whole, *args)
     # Conv nets on a CPU run in graph mode, and the log says why.
     assert "--compile=auto: graph mode" in proc.stderr
-    assert _kill_after("runners.sparsify", cut, args, 1) == 1
+    assert kill_after("runners.sparsify", cut, args, 1) == 1
     resumed = _run("runners.sparsify", cut, *args)
     assert "Resuming after stage 1" in resumed.stderr
     rows, again = _results(whole)["rows"], _results(cut)["rows"]

@@ -3,13 +3,10 @@ folder made under other flags is refused or, with --noresume, cleared first."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.runner_process import ROOT
+from tests.runner_process import kill_after
 from tests.runner_process import run_module
 
 SPARSIFY = ["--sparsities=0.5,0.8,0.9", "--hidden=64", "--train_epochs=20",
@@ -28,31 +25,6 @@ def _results(out):
         return json.load(f)
 
 
-def _kill_after(module, out, args, completed, sig=signal.SIGKILL):
-    """Starts the runner, kills it once its state records `completed` units."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    victim = subprocess.Popen([sys.executable, "-m", module, f"--output_dir={out}", *args],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    state = os.path.join(out, "state.json")
-    deadline = time.time() + 400
-    done = 0
-    while time.time() < deadline and victim.poll() is None:
-        if os.path.exists(state):
-            try:
-                with open(state) as f:
-                    done = json.load(f)["completed"]
-            except (ValueError, OSError):  # being replaced right now
-                pass
-            if done >= completed:
-                break
-        time.sleep(0.05)
-    assert victim.poll() is None, "the run finished before it could be interrupted"
-    victim.send_signal(sig)
-    victim.wait(timeout=60)
-    return done
-
-
 def _resume(module, out, args, whole):
     resumed = run_module(module, f"--output_dir={out}", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -63,7 +35,7 @@ def test_sparsify_killed_after_a_stage_resumes_to_the_uninterrupted_result(tmp_p
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     proc = run_module("runners.sparsify", f"--output_dir={whole}", *SPARSIFY)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _kill_after("runners.sparsify", cut, SPARSIFY, 1) in (1, 2)
+    assert kill_after("runners.sparsify", cut, SPARSIFY, 1) in (1, 2)
     resumed = _resume("runners.sparsify", cut, SPARSIFY, whole)
     assert "Resuming after stage" in resumed.stderr
     a, b = _results(whole)["rows"], _results(cut)["rows"]
@@ -78,7 +50,7 @@ def test_train_killed_mid_run_resumes_to_the_same_network(sig, tmp_path):
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     proc = run_module("runners.train", f"--output_dir={whole}", *TRAIN)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _kill_after("runners.train", cut, TRAIN, 5, sig) >= 5
+    assert kill_after("runners.train", cut, TRAIN, 5, sig) >= 5
     _resume("runners.train", cut, TRAIN, whole)
     a, b = _results(whole)["summary"], _results(cut)["summary"]
     for key in ("test_loss", "train_loss", "test_accuracy"):
@@ -89,7 +61,7 @@ def test_continual_killed_after_a_task_resumes_to_the_same_accuracies(tmp_path):
     whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
     proc = run_module("runners.continual", f"--output_dir={whole}", *CONTINUAL)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _kill_after("runners.continual", cut, CONTINUAL, 2) >= 2
+    assert kill_after("runners.continual", cut, CONTINUAL, 2) >= 2
     _resume("runners.continual", cut, CONTINUAL, whole)
     a, b = _results(whole)["methods"], _results(cut)["methods"]
     for method in a:
@@ -102,7 +74,7 @@ def test_connect_killed_after_a_path_resumes_to_the_same_paths(tmp_path):
     proc = run_module("runners.connect", f"--output_dir={whole}", *CONNECT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # 4 paths (geodesic, straight, bezier at equal compute and converged): killed after 1.
-    assert _kill_after("runners.connect", cut, CONNECT, 1) in (1, 2, 3)
+    assert kill_after("runners.connect", cut, CONNECT, 1) in (1, 2, 3)
     _resume("runners.connect", cut, CONNECT, whole)
     a, b = _results(whole)["paths"], _results(cut)["paths"]
     assert set(a) == set(b) and len(a) == 4
