@@ -2,7 +2,10 @@
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# ../shared/data beside the checkout; $TFGEO_SHARED_DATA overrides it (e.g. for
+# Bazel, whose runfiles tree is not beside the checkout).
+SHARED = os.environ.get("TFGEO_SHARED_DATA") or os.path.join(os.path.dirname(ROOT), "shared",
+                                                             "data")
 MNIST = os.path.join(SHARED, "mnist")
 CIFAR10_ARCHIVE = os.path.join(SHARED, "cifar10_jpg.tar.gz")
 
