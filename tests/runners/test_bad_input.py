@@ -12,6 +12,7 @@ import pytest
 
 from tests.runner_process import ROOT
 from tests.runner_process import run_module
+from tests.runner_process import runner_env
 
 RESULTS = ("results.json", "start.keras", "model.keras", "walked.keras", "accuracy.png")
 
@@ -142,7 +143,7 @@ train.entry()
 
 def test_a_diverging_run_writes_no_result(tmp_path):
     out = str(tmp_path / "out")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env = runner_env()
     proc = subprocess.run([sys.executable, "-c", _POISONED_TRAIN, "--epochs=2",
                            f"--output_dir={out}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -151,7 +152,7 @@ def test_a_diverging_run_writes_no_result(tmp_path):
 
 def test_ctrl_c_ends_with_one_line(tmp_path):
     out = str(tmp_path / "out")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env = runner_env()
     proc = subprocess.Popen([sys.executable, "-m", "runners.train", "--epochs=100000",
                              f"--output_dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

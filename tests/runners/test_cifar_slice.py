@@ -10,13 +10,13 @@ to 90% loses to both reconstructions; the straight line's barrier is the
 highest). Marked `cifar`: run by `.ci/run` as its own pass (README, What is
 checked), not by the default `python -m pytest -q`.
 """
-import json
 import math
 import os
 
 import pytest
 
 from tests.runner_process import kill_after
+from tests.runner_process import read_results
 from tests.runner_process import run_module
 from tests.shared_data import CIFAR10_ARCHIVE
 from tests.shared_data import cifar10_slice
@@ -41,10 +41,6 @@ def data_flags(tmp_path_factory):
             f"--data_dir={folder / 'cache'}"]
 
 
-def _results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
-
 
 def _run(module, out, *args):
     proc = run_module(module, f"--output_dir={out}", *args)
@@ -61,7 +57,7 @@ def test_sparsify_on_a_conv_net_resumes_after_its_first_stage(data_flags, tmp_pa
     assert kill_after("runners.sparsify", cut, args, 1) == 1
     resumed = _run("runners.sparsify", cut, *args)
     assert "Resuming after stage 1" in resumed.stderr
-    rows, again = _results(whole)["rows"], _results(cut)["rows"]
+    rows, again = read_results(whole)["rows"], read_results(cut)["rows"]
     assert [(r["stage"], r["method"]) for r in rows] == [(r["stage"], r["method"]) for r in again]
     for x, y in zip(rows, again):
         for key in ("test_accuracy", "measured_sparsity"):
@@ -83,7 +79,7 @@ def test_sparsify_on_a_conv_net_resumes_after_its_first_stage(data_flags, tmp_pa
 def test_continual_on_split_cifar10_with_a_conv_net(data_flags, tmp_path):
     out = str(tmp_path / "continual")
     _run("runners.continual", out, *data_flags, *CONTINUAL)
-    methods = _results(out)["methods"]
+    methods = read_results(out)["methods"]
     for name, m in methods.items():
         assert len(m["R"]) == 5 and all(len(row) == 5 for row in m["R"])
         assert all(0.0 <= a <= 1.0 for row in m["R"] for a in row), name
@@ -98,7 +94,7 @@ def test_continual_on_split_cifar10_with_a_conv_net(data_flags, tmp_path):
 def test_connect_two_conv_nets(data_flags, tmp_path):
     out = str(tmp_path / "connect")
     _run("runners.connect", out, *data_flags, *CONNECT)
-    paths = _results(out)["paths"]
+    paths = read_results(out)["paths"]
     assert set(paths) == {f"{m} A->B{a}" for m in ("geodesic", "straight")
                           for a in ("", " aligned")} | {"bezier A->B (equal)",
                                                         "bezier A->B aligned (equal)"}

@@ -1,12 +1,12 @@
 """A runner killed mid-run resumes from its last checkpoint to the same result, and a
 folder made under other flags is refused or, with --noresume, cleared first."""
-import json
 import os
 import signal
 
 import pytest
 
 from tests.runner_process import kill_after
+from tests.runner_process import read_results
 from tests.runner_process import run_module
 
 SPARSIFY = ["--sparsities=0.5,0.8,0.9", "--hidden=64", "--train_epochs=20",
@@ -19,10 +19,6 @@ CONNECT = ["--hidden=32", "--train_epochs=10", "--methods=geodesic,straight,bezi
 CONTINUAL = ["--benchmark=split5", "--scenario=task", "--hidden=64", "--epochs=3",
              "--geodesic_steps=40", "--methods=naive,ewc,geodesic", "--seed=6"]
 
-
-def _results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
 
 
 def _resume(module, out, args, whole):
@@ -38,7 +34,7 @@ def test_sparsify_killed_after_a_stage_resumes_to_the_uninterrupted_result(tmp_p
     assert kill_after("runners.sparsify", cut, SPARSIFY, 1) in (1, 2)
     resumed = _resume("runners.sparsify", cut, SPARSIFY, whole)
     assert "Resuming after stage" in resumed.stderr
-    a, b = _results(whole)["rows"], _results(cut)["rows"]
+    a, b = read_results(whole)["rows"], read_results(cut)["rows"]
     assert [(r["stage"], r["method"]) for r in a] == [(r["stage"], r["method"]) for r in b]
     for x, y in zip(a, b):
         for key in ("test_accuracy", "validation_accuracy", "measured_sparsity", "steps"):
@@ -52,7 +48,7 @@ def test_train_killed_mid_run_resumes_to_the_same_network(sig, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert kill_after("runners.train", cut, TRAIN, 5, sig) >= 5
     _resume("runners.train", cut, TRAIN, whole)
-    a, b = _results(whole)["summary"], _results(cut)["summary"]
+    a, b = read_results(whole)["summary"], read_results(cut)["summary"]
     for key in ("test_loss", "train_loss", "test_accuracy"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
 
@@ -63,7 +59,7 @@ def test_continual_killed_after_a_task_resumes_to_the_same_accuracies(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert kill_after("runners.continual", cut, CONTINUAL, 2) >= 2
     _resume("runners.continual", cut, CONTINUAL, whole)
-    a, b = _results(whole)["methods"], _results(cut)["methods"]
+    a, b = read_results(whole)["methods"], read_results(cut)["methods"]
     for method in a:
         for row_a, row_b in zip(a[method]["R"], b[method]["R"]):
             assert row_a == pytest.approx(row_b, abs=1e-6), method
@@ -76,7 +72,7 @@ def test_connect_killed_after_a_path_resumes_to_the_same_paths(tmp_path):
     # 4 paths (geodesic, straight, bezier at equal compute and converged): killed after 1.
     assert kill_after("runners.connect", cut, CONNECT, 1) in (1, 2, 3)
     _resume("runners.connect", cut, CONNECT, whole)
-    a, b = _results(whole)["paths"], _results(cut)["paths"]
+    a, b = read_results(whole)["paths"], read_results(cut)["paths"]
     assert set(a) == set(b) and len(a) == 4
     for name in a:
         for key in ("barrier", "min_accuracy", "euclidean_length", "metric_length"):
