@@ -186,6 +186,10 @@ class NetworkConfig:
     batch_norm: bool = option(False, "Batch normalization for VGG models.")
     width: float = option(1.0, "Channel-width multiplier for VGG models.", lower=0.0,
                           lower_open=True, upper=16.0)
+    vgg_init: str = option("glorot_uniform", "Kernel initialisation of VGG models: "
+                           "glorot_uniform (Keras's default) or he_fan_out (normal, variance "
+                           "2 / (9 * out channels); VGG16 without batch norm needs it to "
+                           "train).", choices=("glorot_uniform", "he_fan_out"))
 
 
 @dataclasses.dataclass

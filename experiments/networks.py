@@ -21,7 +21,8 @@ def options(network: config_lib.NetworkConfig) -> dict:
     if network.model == "mlp":
         return {"hidden": tuple(int(h) for h in network.hidden)}
     if network.model.startswith("vgg"):
-        return {"batch_norm": network.batch_norm, "width": network.width}
+        return {"batch_norm": network.batch_norm, "width": network.width,
+                "init": network.vgg_init}
     return {}
 
 
