@@ -122,9 +122,11 @@ class SparsifyConfig:
                                             "residual and the step rule still see every input.",
                                             lower=0, upper=10_000_000)
     projection_start: str = option("mask", "Start of the projection: mask (the masked "
-                                   "network; chosen on the validation split) or layerwise "
-                                   "(its layer-wise reconstruction).",
-                                   choices=("mask", "layerwise"))
+                                   "network; chosen on the validation split), layerwise "
+                                   "(its layer-wise reconstruction) or closer (both, keeping "
+                                   "the result closer to the dense function on the "
+                                   "calibration inputs; twice the cost).",
+                                   choices=("mask", "layerwise", "closer"))
     logits_weight: float = option(1.0, "Weight of the outputs' term in the functional "
                                   "distance (hidden representations have weight 1).",
                                   lower=0.0, lower_open=True, upper=1e6)
@@ -271,16 +273,50 @@ def _layerwise(stage, current, row):
 
 def project(stage, current, row, calibration=None, steps=None, reference=None):
     """The geodesic projection onto masks chosen from the method's current network,
-    keeping the function of `reference` (default: the dense start); returns the masks."""
-    config, g = stage.config, stage.config.geodesic
+    keeping the function of `reference` (default: the dense start); returns the masks.
+
+    `projection_start=closer` projects from both starts (the masked network and
+    its layer-wise reconstruction) and keeps the result closer to the reference's
+    function on the calibration inputs (the distance the projection minimises, so
+    the choice needs no labels), at the cost of both.
+    """
+    config = stage.config
     calibration = stage.calibration if calibration is None else calibration
     reference = stage.dense if reference is None else reference
     masks = stage.masks(config.geodesic_mask, current)
-    start = current
-    if config.projection_start == "layerwise":
-        weights_lib.set_trainable(stage.model, reference)
-        start, _ = layerwise.reconstruct(stage.model, masks, calibration)
-    weights_lib.set_trainable(stage.model, reference)  # the function to keep
+    starts = {"mask": ["mask"], "layerwise": ["layerwise"],
+              "closer": ["mask", "layerwise"]}[config.projection_start]
+    outcomes = {}
+    for start in starts:
+        report = _project_from(stage, masks, calibration, reference, current, start, steps)
+        outcomes[start] = (report, weights_lib.get_trainable(stage.model))
+    chosen = min(outcomes, key=lambda start: outcomes[start][0]["distance"])
+    report = outcomes[chosen][0]
+    weights_lib.set_trainable(stage.model, outcomes[chosen][1])
+    row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
+               functional_distance=report["distance"], projection_start=chosen,
+               gradient_equivalents=sum(r["gradient_equivalents"] for r, _ in outcomes.values()))
+    if len(outcomes) > 1:
+        row["start_distances"] = {start: r["distance"] for start, (r, _) in outcomes.items()}
+        logging.info("Projection from both starts: functional distance %s; kept the %s start.",
+                     ", ".join(f"{s} {d:.4g}" for s, d in row["start_distances"].items()), chosen)
+    return masks
+
+
+def _project_from(stage, masks, calibration, reference, current, start, steps):
+    """One Gauss-Newton projection from `start` ("mask": the method's current
+    network, masked; "layerwise": the reference's layer-wise reconstruction);
+    leaves its result in the model and returns its report, with its cost in
+    gradient-equivalents (the reconstruction's included)."""
+    config, g = stage.config, stage.config.geodesic
+    weights_lib.set_trainable(stage.model, reference)
+    initial, layerwise_cost = current, 0.0
+    if start == "layerwise":
+        initial, _ = layerwise.reconstruct(stage.model, masks, calibration)
+        layers = len(representations.weighted_layers(stage.model))
+        layerwise_cost = cost.gradient_equivalents(forwards=layers + 1, batch=len(calibration),
+                                                   reference_batch=config.batch_size)
+        weights_lib.set_trainable(stage.model, reference)  # the function to keep
     report = projection.gauss_newton_projection(
         stage.model, masks, calibration, layers=None if config.projection_layers == "logits"
         else "hidden", output_metric=g.output_metric,
@@ -289,16 +325,14 @@ def project(stage, current, row, calibration=None, steps=None, reference=None):
                                  tolerance=g.cg_tolerance, preconditioner=g.preconditioner,
                                  jit_compile=stage.jit,
                                  curvature_size=config.projection_curvature_size),
-        start=start, logits_weight=config.logits_weight)
+        start=initial, logits_weight=config.logits_weight)
     n, m = len(calibration), report["curvature_examples"]  # m: the inputs products see
-    row.update(steps=report["steps"], cg_iterations=report["cg_iterations"],
-               functional_distance=report["distance"],
-               gradient_equivalents=cost.gradient_equivalents(
-                   metric_products=report["products"], quadratic_forms=report["quadratic_forms"],
-                   batch=m, reference_batch=config.batch_size) + cost.gradient_equivalents(
-                   gradients=report["gradients"] + report["curvature"],
-                   forwards=report["forwards"], batch=n, reference_batch=config.batch_size))
-    return masks
+    report["gradient_equivalents"] = layerwise_cost + cost.gradient_equivalents(
+        metric_products=report["products"], quadratic_forms=report["quadratic_forms"],
+        batch=m, reference_batch=config.batch_size) + cost.gradient_equivalents(
+        gradients=report["gradients"] + report["curvature"], forwards=report["forwards"],
+        batch=n, reference_batch=config.batch_size)
+    return report
 
 
 def _geodesic_walk(stage, current, row):

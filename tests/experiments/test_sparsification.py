@@ -66,3 +66,26 @@ def test_magnitude_dense_masks_take_their_counts_from_the_dense_start(setup):
     # The plain choice ranks the grown first layer's entries above the rest.
     own = stage.masks("magnitude", grown)
     assert own[0].sum() > masks[0].sum()
+
+
+def test_closer_start_keeps_the_projection_nearer_the_reference_and_pays_for_both(setup):
+    ds, net, dense, current = setup
+    results = {}
+    for start in ("mask", "layerwise", "closer"):
+        config = study.SparsifyConfig(projection_start=start, geodesic_mask="magnitude")
+        row = {}
+        study.project(_stage(config, net, dense, ds, 0.8), dense, row, steps=2)
+        results[start] = (row, weights_lib.get_trainable(net))
+    (closer, weights), singles = results["closer"], {s: results[s] for s in ("mask", "layerwise")}
+    chosen = min(singles, key=lambda s: singles[s][0]["functional_distance"])
+    assert closer["projection_start"] == chosen
+    assert closer["start_distances"] == pytest.approx(
+        {s: singles[s][0]["functional_distance"] for s in singles}, rel=1e-4)
+    assert closer["functional_distance"] == pytest.approx(min(closer["start_distances"].values()),
+                                                         rel=1e-6)
+    for w, ref in zip(weights, singles[chosen][1]):
+        np.testing.assert_allclose(w, ref, rtol=1e-4, atol=1e-5)
+    assert closer["gradient_equivalents"] == pytest.approx(
+        sum(singles[s][0]["gradient_equivalents"] for s in singles))
+    # The layer-wise start pays for its reconstruction.
+    assert singles["layerwise"][0]["gradient_equivalents"] > 0
