@@ -156,12 +156,19 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "runners.train", "--epochs=100000",
                              f"--output_dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    state = os.path.join(out, "state.json")
+    # The first epoch's checkpoint: training is under way (state.json alone is
+    # written before the data load).
+    checkpoint = os.path.join(out, "state.npz")
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not os.path.exists(state):
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(checkpoint):
         time.sleep(0.2)
-    time.sleep(3)  # into training
+    time.sleep(1)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a 100,000-epoch run behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode != 0
     assert "Interrupted; rerun with the same flags" in err and "Traceback" not in err
