@@ -153,9 +153,13 @@ def test_a_diverging_run_writes_no_result(tmp_path):
 def test_ctrl_c_ends_with_one_line(tmp_path):
     out = str(tmp_path / "out")
     env = runner_env()
+    # A job started with `&` by a non-interactive shell (e.g. a CI script) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the
+    # runner gets the disposition a terminal's foreground process would have.
     proc = subprocess.Popen([sys.executable, "-m", "runners.train", "--epochs=100000",
                              f"--output_dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # The first epoch's checkpoint: training is under way (state.json alone is
     # written before the data load).
     checkpoint = os.path.join(out, "state.npz")
