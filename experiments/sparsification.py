@@ -263,12 +263,16 @@ def _layerwise(stage, current, row):
     weights_lib.set_trainable(stage.model, stage.dense)  # the function to reconstruct
     layerwise.reconstruct(stage.model, masks, stage.calibration, refit_bias=config.layerwise_bias,
                           apply=True)
-    layers = len(representations.weighted_layers(stage.model))
-    # One forward pass over the calibration set per layer (and one for the dense targets).
-    row.update(gradient_equivalents=cost.gradient_equivalents(
-        forwards=layers + 1, batch=len(stage.calibration), reference_batch=config.batch_size),
-        steps=0)
+    row.update(gradient_equivalents=_reconstruction_cost(stage, len(stage.calibration)), steps=0)
     return masks
+
+
+def _reconstruction_cost(stage, examples: int) -> float:
+    """Gradient-equivalents of a layer-wise reconstruction on `examples` inputs: one
+    forward pass per weighted layer (and one for the dense targets)."""
+    layers = len(representations.weighted_layers(stage.model))
+    return cost.gradient_equivalents(forwards=layers + 1, batch=examples,
+                                     reference_batch=stage.config.batch_size)
 
 
 def project(stage, current, row, calibration=None, steps=None, reference=None):
@@ -313,9 +317,7 @@ def _project_from(stage, masks, calibration, reference, current, start, steps):
     initial, layerwise_cost = current, 0.0
     if start == "layerwise":
         initial, _ = layerwise.reconstruct(stage.model, masks, calibration)
-        layers = len(representations.weighted_layers(stage.model))
-        layerwise_cost = cost.gradient_equivalents(forwards=layers + 1, batch=len(calibration),
-                                                   reference_batch=config.batch_size)
+        layerwise_cost = _reconstruction_cost(stage, len(calibration))
         weights_lib.set_trainable(stage.model, reference)  # the function to keep
     report = projection.gauss_newton_projection(
         stage.model, masks, calibration, layers=None if config.projection_layers == "logits"

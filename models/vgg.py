@@ -39,6 +39,8 @@ def vgg(config, input_shape=(32, 32, 3), num_classes=10, batch_norm=False, width
         raise ValueError(f"width must be > 0, got {width}.")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}.")
+    kernel_init = ("glorot_uniform" if init == "glorot_uniform" else
+                   keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"))
     layers = [keras.Input(tuple(input_shape), dtype=dtype)]
     convs = pools = 0
     for item in config:  # layers named conv1.., bn1.., relu1.., pool1..: stable names
@@ -48,8 +50,6 @@ def vgg(config, input_shape=(32, 32, 3), num_classes=10, batch_norm=False, width
             continue
         convs += 1
         channels = max(1, int(round(item * width)))
-        kernel_init = ("glorot_uniform" if init == "glorot_uniform" else
-                       keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"))
         layers.append(keras.layers.Conv2D(channels, 3, padding="same", use_bias=True, dtype=dtype,
                                           kernel_initializer=kernel_init, name=f"conv{convs}"))
         if batch_norm:

@@ -153,9 +153,9 @@ def test_a_diverging_run_writes_no_result(tmp_path):
 def test_ctrl_c_ends_with_one_line(tmp_path):
     out = str(tmp_path / "out")
     env = runner_env()
-    # A job started with `&` by a non-interactive shell (e.g. a CI script) inherits
-    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the
-    # runner gets the disposition a terminal's foreground process would have.
+    # The runner gets the SIGINT disposition a terminal's foreground process has,
+    # whatever the test process passes on (a process that starts with SIGINT
+    # ignored gets no KeyboardInterrupt handler from Python).
     proc = subprocess.Popen([sys.executable, "-m", "runners.train", "--epochs=100000",
                              f"--output_dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,

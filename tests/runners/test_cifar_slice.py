@@ -41,7 +41,6 @@ def data_flags(tmp_path_factory):
             f"--data_dir={folder / 'cache'}"]
 
 
-
 def _run(module, out, *args):
     proc = run_module(module, f"--output_dir={out}", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
