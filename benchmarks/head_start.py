@@ -11,7 +11,7 @@ from the mask on a small and a large calibration set), each followed by masked A
 fine-tuning for each of --finetune_steps steps. Every start uses the same mask
 (magnitude of the current network), batches and rate. Prints and writes the
 accuracy of each start before and after fine-tuning, each start's cost in
-gradient-equivalents (the rule of experiments/cost.py), and how far its
+gradient-equivalents (the rule of tfgeo/cost.py), and how far its
 fine-tuned weights end from those fine-tuned from the magnitude start
 (||w - w_magnitude|| / ||w_magnitude||: fine-tuning on the same batches
 contracts the starts together, so a head start can vanish).
@@ -45,11 +45,14 @@ def main(_):
     import keras
     import numpy as np
 
-    from tfgeo import layerwise, projection, pruning, representations, sparsification
+    from tfgeo import representations
+    from tfgeo.sparsify import geodesic_pruning as sparsification
+    from tfgeo.sparsify import layerwise, projection, pruning
     from tfgeo import weights as weights_lib
     from tfgeo.experiments import config as config_lib
-    from tfgeo.experiments import cost, data
-    from tfgeo.experiments import sparsification as study
+    from tfgeo import cost
+    from tfgeo.experiments import data
+    from tfgeo.experiments import sparsify_experiment as study
 
     _, train, val = data.load_splits(config_lib.DataConfig(
         dataset="mnist", manual_dir=FLAGS.manual_dir, validation_fraction=0.1), FLAGS.seed)

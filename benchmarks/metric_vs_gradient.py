@@ -51,7 +51,7 @@ def build(name):
 
 
 def _time(fn, args, repeats):
-    from tfgeo.experiments import cost
+    from tfgeo import cost
 
     return cost.min_seconds(fn, args, repeats)
 

@@ -74,7 +74,8 @@ def products():
     import tensorflow as tf
 
     from tfgeo import hidden_metric, losses, metric, weights
-    from tfgeo.experiments import config, cost
+    from tfgeo import cost
+    from tfgeo.experiments import config
 
     rows = []
     for name in FLAGS.models:
@@ -117,7 +118,8 @@ def kfac_costs():
     import tensorflow as tf
 
     from tfgeo import kfac, losses, weights
-    from tfgeo.experiments import config, cost
+    from tfgeo import cost
+    from tfgeo.experiments import config
 
     rows = []
     for name, width in (("lenet_300_100", 1.0), ("vgg11", FLAGS.reduced_width)):
@@ -171,7 +173,8 @@ def walk_solves(ds, lenet):
     import numpy as np
 
     import tfgeo
-    from tfgeo import pruning, weights
+    from tfgeo import weights
+    from tfgeo.sparsify import pruning
     from tfgeo.experiments import data
 
     rows = []
@@ -249,7 +252,8 @@ def calibration_solve(ds, lenet):
     import numpy as np
     import tensorflow as tf
 
-    from tfgeo import diagonal_metric, kfac, krylov, linear_operator, metric, pruning, vectors
+    from tfgeo import diagonal_metric, kfac, krylov, linear_operator, metric, vectors
+    from tfgeo.sparsify import pruning
     from tfgeo import weights
 
     rows = []
@@ -292,8 +296,8 @@ def calibration_solve(ds, lenet):
 def projection_table(ds, lenet):
     import numpy as np
 
-    from tfgeo import layerwise, projection, pruning, weights
-    from tfgeo.experiments import evaluation
+    from tfgeo import classification, weights
+    from tfgeo.sparsify import layerwise, projection, pruning
 
     rows = []
     start = weights.get_trainable(lenet)
@@ -302,17 +306,17 @@ def projection_table(ds, lenet):
         masks = pruning.magnitude_masks(start, sparsity)
         row = {"sparsity": sparsity}
         weights.set_trainable(lenet, pruning.apply_masks(start, masks))
-        row["one_shot"] = evaluation.evaluate_classifier(lenet, ds.test.x, ds.test.y)["accuracy"]
+        row["one_shot"] = classification.evaluate_classifier(lenet, ds.test.x, ds.test.y)["accuracy"]
         weights.set_trainable(lenet, start)
         layerwise.reconstruct(lenet, masks, x, apply=True)
-        row["layerwise"] = evaluation.evaluate_classifier(lenet, ds.test.x, ds.test.y)["accuracy"]
+        row["layerwise"] = classification.evaluate_classifier(lenet, ds.test.x, ds.test.y)["accuracy"]
         for layers, output_metric in (("logits", "fisher"), ("logits", "tempered_fisher"),
                                       ("logits", "centered"), ("hidden", "fisher")):
             weights.set_trainable(lenet, start)
             projection.linear_projection(
                 lenet, masks, x, None if layers == "logits" else "hidden", output_metric,
                 projection.Solver(max_iterations=2000, tolerance=1e-3, jit_compile=True))
-            row[f"{layers}/{output_metric}"] = evaluation.evaluate_classifier(
+            row[f"{layers}/{output_metric}"] = classification.evaluate_classifier(
                 lenet, ds.test.x, ds.test.y)["accuracy"]
         print(json.dumps(row), flush=True)
         rows.append(row)

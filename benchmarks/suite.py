@@ -113,7 +113,7 @@ def _functions(model, variables):
 def _time(fn, args, jit):
     import tensorflow as tf
 
-    from tfgeo.experiments import cost
+    from tfgeo import cost
 
     return cost.min_seconds(tf.function(fn, jit_compile=jit), args, FLAGS.repeats)
 

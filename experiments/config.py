@@ -18,7 +18,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from tfgeo import metrics as metrics_lib
+from tfgeo import metric_specs as metrics_lib
 from tfgeo import output_metrics
 
 from . import data as data_lib

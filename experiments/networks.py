@@ -38,7 +38,7 @@ def check_metric(metric: str, network: config_lib.NetworkConfig, input_shape,
     """Raises InputError naming --metric if it names layers the network lacks
     (checked on the architecture, before any training)."""
     from tfgeo import hidden_metric
-    from tfgeo import metrics
+    from tfgeo import metric_specs as metrics
 
     kind, layers = metrics.parse_metric(metric)
     if kind == "hidden" and layers:

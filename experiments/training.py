@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfgeo import classification
 from tfgeo import losses
 
 from . import config as config_lib
 from . import data
-from . import evaluation
 from . import networks
 from . import results
 from . import run_state as run_state_lib
@@ -126,8 +126,8 @@ def run(config: BaseTrainingConfig) -> results.Report:
                      lr_schedule=t.lr_schedule, seed=config.run.seed,
                      jit_compile=config_lib.jit_compile(config.run.compile, model),
                      verbose=config.run.verbose, state=state, augment=t.augment)
-    train_eval = evaluation.evaluate_classifier(model, train.x, train.y)
-    test_eval = evaluation.evaluate_classifier(model, ds.test.x, ds.test.y)
+    train_eval = classification.evaluate_classifier(model, train.x, train.y)
+    test_eval = classification.evaluate_classifier(model, ds.test.x, ds.test.y)
     summary = {"train_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
                "test_loss": test_eval["loss"], "test_accuracy": test_eval["accuracy"],
                "params": int(model.count_params())}

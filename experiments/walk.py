@@ -13,12 +13,13 @@ import dataclasses
 import keras
 from absl import logging
 
+from tfgeo import classification
 from tfgeo import distribute
 from tfgeo import geodesic_model
 from tfgeo import losses
 from tfgeo import objectives
-from tfgeo import paths
-from tfgeo import pruning
+from tfgeo.connect import paths
+from tfgeo.sparsify import pruning
 from tfgeo.models import registry
 
 from . import config as config_lib
@@ -85,14 +86,14 @@ def run(config: WalkConfig) -> results.Report:
         rows.append({
             "step": rec["step"], "distance_to_target": d,
             "geodesic_test_accuracy": rec["eval_accuracy"],
-            "straight_test_accuracy": evaluation.evaluate_weights(
+            "straight_test_accuracy": classification.evaluate_weights(
                 net, straight, ds.test.x, ds.test.y)["accuracy"]})
     end_pruned = pruning.apply_masks(net.get_weights(), masks)
     summary = {
         "start_test_accuracy": rows[0]["geodesic_test_accuracy"],
-        "one_shot_pruned_test_accuracy": evaluation.evaluate_weights(
+        "one_shot_pruned_test_accuracy": classification.evaluate_weights(
             net, target, ds.test.x, ds.test.y)["accuracy"],
-        "geodesic_then_pruned_test_accuracy": evaluation.evaluate_weights(
+        "geodesic_then_pruned_test_accuracy": classification.evaluate_weights(
             net, end_pruned, ds.test.x, ds.test.y)["accuracy"],
         "sparsity": pruning.sparsity_of(end_pruned),
     }

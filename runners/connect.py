@@ -7,11 +7,11 @@ Endpoints: --model_a and --model_b (`.keras` files of one architecture), or
 two networks trained here from --seed_a and --seed_b. Each of --methods
 (the relaxed boundary-value geodesic, the shooting walk, the straight line,
 Bezier and polychain curves, FIP) connects A to B and, with --align, to B
-permuted onto A by weight matching (`tfgeo.experiments.connect`). Writes
+permuted onto A by weight matching (`tfgeo.experiments.connect_experiment`). Writes
 results.json, paths.png, the geodesic points as points_<path>.npz
-(`tfgeo.experiments.connect.load_points`), and a table.
+(`tfgeo.experiments.connect_experiment.load_points`), and a table.
 """
-from tfgeo.experiments import connect
+from tfgeo.experiments import connect_experiment as connect
 from tfgeo.runners import common
 
 entry = common.runner(connect.ConnectConfig, connect.run)

@@ -4,7 +4,7 @@ r"""Continual learning: geodesic walks against naive fine-tuning, EWC and joint 
         --benchmark=split --scenario=task --output_dir=runs/split_mnist
 
 Task 0 is learnt once with Adam; every method then continues from that
-network through the remaining tasks (`tfgeo.experiments.continual`). After
+network through the remaining tasks (`tfgeo.experiments.continual_experiment`). After
 each task the accuracy matrix R (test accuracy on every task) is extended
 and saved; results.json holds R, the average accuracy and the backward
 transfer (BWT) per method, accuracy.png shows R, and a table is printed.
@@ -12,7 +12,7 @@ The geodesic method's metric uses only a bounded memory of earlier tasks'
 inputs (--memory_size), never their labels. An interrupted run resumes
 after its last completed task when rerun with the same flags.
 """
-from tfgeo.experiments import continual
+from tfgeo.experiments import continual_experiment as continual
 from tfgeo.runners import common
 
 entry = common.runner(continual.ContinualConfig, continual.run)

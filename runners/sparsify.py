@@ -6,12 +6,12 @@ r"""Sparsification by geodesic walks, against one-shot, fine-tuning and gradual 
 
 Starts from --start_model (a `.keras` file) or trains one; then each method
 carries its own network through the sparsity schedule, the baselines at the
-geodesic stage's gradient-equivalents (`tfgeo.experiments.sparsification`).
+geodesic stage's gradient-equivalents (`tfgeo.experiments.sparsify_experiment`).
 Writes results.json (after every stage), accuracy.png, a `.keras` model per
 method, and prints a summary table. An interrupted run restarts from its
 last completed stage when rerun with the same flags.
 """
-from tfgeo.experiments import sparsification
+from tfgeo.experiments import sparsify_experiment as sparsification
 from tfgeo.runners import common
 
 entry = common.runner(sparsification.SparsifyConfig, sparsification.run)

@@ -1,51 +1,44 @@
-"""tfgeo: adapt trained networks by walking geodesics in weight space.
+"""tfgeo: adapt trained Keras networks by walking geodesics in weight space.
 
-The core library: metrics as linear operators (`linear_operator`, `metric`,
-`output_metrics`), conjugate gradient (`krylov`), the geodesic step
-(`geodesic`), objectives (`objectives`), Keras integration
-(`geodesic_model`, `callbacks`), and the applications' algorithms
-(`pruning`, `sparsification`, `masked_training`, `ewc`, `multihead`,
-`connect`, `permutation`), and `distribute` for tf.distribute. The
-experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`) and
-the runners (`tfgeo.runners`) are installed beside it and never imported by it.
+The flat core holds what every application shares: metrics as linear
+operators (`linear_operator`, `metric`, `hidden_metric`, `kfac`,
+`diagonal_metric`, `output_metrics`, `metric_specs`), conjugate gradient
+(`krylov`), the geodesic step (`geodesic`), objectives (`objectives`), Keras
+integration (`geodesic_model`, `model_wrapper`, `callbacks`), tf.distribute
+(`distribute`) and compute accounting (`cost`). Each application is a
+subpackage with one public call:
+
+    tfgeo.sparsify.prune(model, inputs, sparsity)            label-free pruning
+    tfgeo.continual.ContinualLearner(model).learn(x, y)      one task after another
+    tfgeo.connect.find_path(model_a, model_b, x, y)          a path between two networks
+
+The experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`)
+and the runners (`tfgeo.runners`) are installed beside the library and never
+imported by it.
 """
-from tfgeo import adaptive_geodesic
 from tfgeo import batching
 from tfgeo import callbacks
-from tfgeo import connect
-from tfgeo import curves
+from tfgeo import cost
 from tfgeo import diagonal_metric
 from tfgeo import distribute
-from tfgeo import ewc
 from tfgeo import geodesic
 from tfgeo import geodesic_model
 from tfgeo import hidden_metric
 from tfgeo import kfac
 from tfgeo import krylov
-from tfgeo import layerwise
 from tfgeo import linear_operator
 from tfgeo import losses
-from tfgeo import masked_training
-from tfgeo import memory
 from tfgeo import metric
-from tfgeo import metrics
+from tfgeo import metric_specs
 from tfgeo import model_wrapper
-from tfgeo import multihead
 from tfgeo import objectives
-from tfgeo import output_distance
 from tfgeo import output_metrics
-from tfgeo import output_path
-from tfgeo import paths
-from tfgeo import permutation
-from tfgeo import projection
-from tfgeo import pruning
-from tfgeo import relaxed_path
-from tfgeo import replay
 from tfgeo import representations
-from tfgeo import restoring
-from tfgeo import sparsification
 from tfgeo import vectors
 from tfgeo import weights
+from tfgeo import connect
+from tfgeo import continual
+from tfgeo import sparsify
 from tfgeo.callbacks import StopAtDistance
 from tfgeo.callbacks import StopOnFailedSteps
 from tfgeo.geodesic import geodesic_step
@@ -61,19 +54,16 @@ from tfgeo.metric import metric_vector_product
 from tfgeo.objectives import TaskLossDescent
 from tfgeo.objectives import TowardTarget
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
-    # modules
-    "adaptive_geodesic", "batching", "callbacks", "connect", "curves", "diagonal_metric",
-    "distribute", "ewc", "geodesic", "geodesic_model", "hidden_metric", "kfac", "krylov",
-    "layerwise", "linear_operator", "losses", "masked_training", "memory", "metric", "metrics",
-    "model_wrapper", "multihead", "objectives", "output_distance", "output_metrics", "output_path", "paths",
-    "permutation", "projection", "pruning", "relaxed_path", "replay", "representations",
-    "restoring", "sparsification", "vectors", "weights",
-    # the main entry points
-    "GeodesicModel", "LinearOperator", "MetricOperator", "StopAtDistance", "StopOnFailedSteps",
-    "TaskLossDescent", "TowardTarget", "conjugate_gradient", "geodesic_step",
-    "metric_quadratic_form", "metric_vector_product", "multiplier_for_beta", "walk",
-    "zip_batches",
+    # The applications, one subpackage each.
+    "sparsify", "continual", "connect",
+    # Operators and the solve.
+    "LinearOperator", "MetricOperator", "metric_vector_product", "metric_quadratic_form",
+    "conjugate_gradient",
+    # The geodesic step and its objectives.
+    "geodesic_step", "multiplier_for_beta", "TowardTarget", "TaskLossDescent",
+    # Keras integration.
+    "GeodesicModel", "walk", "zip_batches", "StopAtDistance", "StopOnFailedSteps",
 ]

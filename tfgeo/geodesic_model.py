@@ -22,7 +22,7 @@ from tfgeo import callbacks as callbacks_lib
 from tfgeo import distribute
 from tfgeo import geodesic
 from tfgeo import hidden_metric
-from tfgeo import metrics as metrics_lib
+from tfgeo import metric_specs as metrics_lib
 from tfgeo import model_wrapper
 from tfgeo import objectives as objectives_lib
 from tfgeo import output_metrics
@@ -116,7 +116,7 @@ class DampingBackoff(keras.layers.Layer):
 
 class WalkModel(model_wrapper.ModelWrapper):
     """The base of models whose `fit` steps walk (`GeodesicModel`,
-    `tfgeo.adaptive_geodesic.AdaptiveGeodesicModel`): batches zipped by
+    `tfgeo.continual.adaptive_geodesic.AdaptiveGeodesicModel`): batches zipped by
     `zip_batches`, the walk's diagnostics logged beside compile's loss and
     metrics, and evaluation on the objective inputs.
 
@@ -179,9 +179,9 @@ class GeodesicModel(WalkModel):
       clip_to_distance: for objectives with a goal point, shorten the last
         steps to eps_t = min(eps, distance to the goal) so a walk does not
         overshoot and circle its goal.
-      metric: which metric g is (`tfgeo.metrics.METRICS`: logits, hidden,
+      metric: which metric g is (`tfgeo.metric_specs.METRICS`: logits, hidden,
         hidden:<layers>, kfac, diagonal).
-      preconditioner: none, kfac or diagonal (`tfgeo.metrics`).
+      preconditioner: none, kfac or diagonal (`tfgeo.metric_specs`).
       kfac_decay, kfac_inverse_every: the Kronecker factors' moving average
         over metric batches and how often their eigendecompositions are redone.
       warm_start: start each solve from the previous step's solution.

@@ -4,9 +4,9 @@ import dataclasses
 import pytest
 
 from tfgeo.experiments import config
-from tfgeo.experiments import connect
-from tfgeo.experiments import continual
-from tfgeo.experiments import sparsification
+from tfgeo.experiments import connect_experiment as connect
+from tfgeo.experiments import continual_experiment as continual
+from tfgeo.experiments import sparsify_experiment as sparsification
 from tfgeo.experiments import training
 from tfgeo.experiments import walk
 

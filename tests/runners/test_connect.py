@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.runner_process import run_module
-from tfgeo.experiments import connect
+from tfgeo.experiments import connect_experiment as connect
 
 
 def _run(*args, timeout=600):

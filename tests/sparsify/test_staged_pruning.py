@@ -1,0 +1,153 @@
+"""`tfgeo.sparsify.prune`, the library's label-free pruning call, and label-free
+distillation: exact sparsity at every stage, nested masks, the distance each
+method minimises checked against a NumPy reference, budgets, bad input."""
+import keras
+import numpy as np
+import pytest
+
+from tfgeo import weights as weights_lib
+from tfgeo.sparsify import distillation
+from tfgeo.sparsify import pruning
+from tfgeo.sparsify import staged_pruning
+
+
+def _net(seed=0):
+    keras.utils.set_random_seed(seed)
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="tanh"),
+                            keras.layers.Dense(12, activation="relu"), keras.layers.Dense(3)])
+    x = np.random.default_rng(seed).normal(size=(256, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    net.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    return net, x
+
+
+def _kl_distance(z0, z):
+    """The projection's D on the outputs for the Fisher metric, in NumPy (float64):
+    mean KL(softmax z0 || softmax z) over the reference's mean squared norm."""
+    z0, z = np.asarray(z0, np.float64), np.asarray(z, np.float64)
+
+    def log_softmax(a):
+        a = a - a.max(1, keepdims=True)
+        return a - np.log(np.exp(a).sum(1, keepdims=True))
+
+    p0 = np.exp(log_softmax(z0))
+    kl = np.sum(p0 * (log_softmax(z0) - log_softmax(z)), axis=1).mean()
+    return kl / np.mean(np.sum(z0 ** 2, axis=1))
+
+
+def test_each_stage_is_exactly_sparse_and_masks_nest():
+    net, x = _net()
+    dense = weights_lib.get_trainable(net)
+    seen = []
+    report = staged_pruning.prune(net, x, [0.5, 0.7, 0.8], method="geodesic", steps=3,
+                                  verbose=0, on_stage=lambda row: seen.append(
+                                      weights_lib.get_trainable(net)))
+    assert [s["stage"] for s in report.stages] == [1, 2, 3] and len(seen) == 3
+    which = report.which
+    for row, weights in zip(report.stages, seen):
+        zeros, total = staged_pruning.exact_zero_count(weights, which)
+        assert zeros == round(row["sparsity"] * total)  # magnitude_dense drops exactly
+        assert row["measured_sparsity"] == pytest.approx(zeros / total)
+    for earlier, later in zip(seen, seen[1:]):  # a weight pruned stays pruned
+        for e, l, p in zip(earlier, later, which):
+            if p:
+                assert np.all(l[e == 0] == 0)
+    assert report.gradient_equivalents == pytest.approx(
+        sum(s["gradient_equivalents"] for s in report.stages))
+    assert report.gradient_equivalents > 0
+    # The dense start is the default reference: the distance is measured to it.
+    logits = np.asarray(net(x))
+    weights_lib.set_trainable(net, dense)
+    expected = _kl_distance(np.asarray(net(x)), logits)
+    assert report.stages[-1]["functional_distance"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_recovery_beats_one_shot_on_the_distance_it_minimises():
+    distances = {}
+    for method in ("magnitude", "layerwise", "geodesic", "distill"):
+        net, x = _net()
+        report = staged_pruning.prune(
+            net, x, 0.8, method=method, steps=5, verbose=0,
+            distillation_settings=staged_pruning.Distillation(steps=300, batch_size=64,
+                                                              learning_rate=3e-3))
+        distances[method] = report.stages[0]["functional_distance"]
+    for method in ("layerwise", "geodesic", "distill"):
+        assert distances[method] < 0.7 * distances["magnitude"], distances
+
+
+def test_distillation_minimises_the_projections_distance_and_counts_its_budget():
+    net, x = _net()
+    dense = weights_lib.get_trainable(net)
+    z0 = np.asarray(net(x))
+    masks = pruning.magnitude_masks(dense, 0.6)
+    res = distillation.distill(net, masks, x, steps=0)
+    masked = np.asarray(net(x))
+    assert res["distance"] == pytest.approx(_kl_distance(z0, masked), rel=1e-4)
+    assert res["gradients"] == 0
+    weights_lib.set_trainable(net, dense)
+    res = distillation.distill(net, masks, x, steps=37, batch_size=32, learning_rate=3e-3)
+    assert res["steps"] == res["gradients"] == 37 and res["batch"] == 32
+    assert res["distance"] < _kl_distance(z0, masked)
+    final = weights_lib.get_trainable(net)
+    assert all(np.all(w[m == 0] == 0) for w, m in zip(final, masks))
+    # prune's accounting: one gradient per step on `batch` inputs, plus the reference's
+    # forward pass and the final distance over all N, in gradients on batches of 256.
+    net, x = _net()
+    report = staged_pruning.prune(net, x, 0.6, method="distill", verbose=0,
+                                  distillation_settings=staged_pruning.Distillation(
+                                      steps=37, batch_size=32))
+    assert report.stages[0]["steps"] == 37
+    assert report.stages[0]["gradient_equivalents"] == pytest.approx(
+        37 * 32 / 256 + 2 * (1 / 3) * 256 / 256)
+
+
+def test_a_seed_makes_a_call_reproducible():
+    out = []
+    for _ in range(2):
+        net, x = _net()
+        staged_pruning.prune(net, x, 0.7, method="distill", verbose=0,
+                             distillation_settings=staged_pruning.Distillation(steps=20),
+                             seed=3)
+        out.append(weights_lib.get_trainable(net))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_lines(capsys):
+    net, x = _net()
+    staged_pruning.prune(net, x, [0.5, 0.7], method="layerwise", verbose=1)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("Stage")]
+    assert len(lines) == 2 and "Stage 2/2: sparsity 70.00% (layerwise)" in lines[1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sparsity": 1.0}, "in \\[0, 1\\)"),
+    ({"sparsity": [0.5, 0.4]}, "must increase"),
+    ({"sparsity": []}, "non-empty"),
+    ({"sparsity": float("nan")}, "in \\[0, 1\\)"),
+    ({"method": "nope"}, "method must be one of"),
+    ({"mask": "random"}, "mask must be one of"),
+    ({"start": "middle"}, "start must be one of"),
+    ({"steps": 0}, "steps must be an integer"),
+    ({"verbose": 3}, "verbose must be"),
+    ({"inputs": np.zeros((0, 6), "float32")}, "no examples"),
+    ({"inputs": np.full((4, 6), np.nan, "float32")}, "NaN"),
+    ({"inputs": np.zeros((4, 5), "float32")}, "does not accept"),
+])
+def test_bad_input_is_refused_in_one_line(kwargs, message):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(3)])
+    before = weights_lib.get_trainable(net)
+    args = {"inputs": np.ones((16, 6), "float32"), "sparsity": 0.5, "verbose": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        staged_pruning.prune(net, args.pop("inputs"), args.pop("sparsity"), **args)
+    for a, b in zip(before, weights_lib.get_trainable(net)):  # nothing changed
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_softmax_output_is_refused():
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    with pytest.raises(ValueError, match="softmax"):
+        staged_pruning.prune(net, np.zeros((8, 4), "float32"), 0.5, verbose=0)

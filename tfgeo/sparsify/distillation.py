@@ -1,0 +1,105 @@
+"""Label-free distillation onto a mask: the first-order optimiser of the projection's objective.
+
+The Gauss-Newton projection (`projection.gauss_newton_projection`) minimises
+the functional distance to the dense network on unlabelled calibration inputs,
+
+    D(w) = sum_l c_l (1/N) sum_i D_l(z_l(x_i; w), z_l(x_i; w0)),
+
+by damped Gauss-Newton steps. `distill` minimises the same D (the same
+representations, output metric and weights c_l, `projection.functional_distance`)
+with masked Adam on mini-batches of the calibration inputs: after every step
+w <- m * w, so the mask's zeros hold exactly. It is the peer that tells
+whether the Gauss-Newton solver is worth its compute.
+
+Compute, in gradients on batches of `batch_size`: one gradient per step, plus
+one forward pass over the N calibration inputs for the reference z_l(X; w0).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfgeo import batching
+from tfgeo import output_metrics
+from tfgeo import weights as weights_lib
+from tfgeo.sparsify import projection
+
+SCHEDULES = ("constant", "cosine")
+
+
+def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int = 256,
+            learning_rate: float = 1e-3, schedule: str = "cosine", layers=None,
+            output_metric="fisher", logits_weight: float = 1.0, start=None, seed: int = 0,
+            jit_compile: bool = False, chunk_size: int = 512, reference_weights=None) -> dict:
+    """Masked Adam on D, starting from `start` (default m w0; w0 the model's
+    weights at the call, or `reference_weights`, whose function D keeps).
+
+    mask: 0/1 arrays shaped like the trainable weights (1 = kept).
+    inputs: calibration inputs [N, ...] (an array or a dict of arrays), no labels.
+    steps: Adam steps, each on `min(batch_size, N)` inputs drawn without
+      replacement per epoch (shuffled by `seed`).
+    schedule: "constant" or "cosine" (decay to 0 over `steps`).
+    layers: as `projection.gauss_newton_projection` (None: the outputs only;
+      "hidden": every weighted layer's pre-activation too).
+    Assigns the result to the model; returns {"distance" (D over all N at the
+    end), "history" (D every 10% of the steps), "steps", "gradients",
+    "forwards", "batch", "examples", "seconds"}.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    if not (isinstance(steps, (int, np.integer)) and steps >= 0):
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
+    if not learning_rate > 0 or not math.isfinite(learning_rate):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}.")
+    began = time.time()
+    if reference_weights is not None:
+        weights_lib.set_trainable(model, reference_weights)
+    w0 = weights_lib.get_trainable(model)
+    ref = projection.reference(model, inputs, layers, logits_weight, chunk_size)
+    start = w0 if start is None else start
+    weights_lib.set_trainable(model, [np.asarray(s) * np.asarray(k) for s, k in zip(start, mask)])
+    metric = output_metrics.get(output_metric)
+    run = projection.representation_fn(model, ref.names)
+    variables = weights_lib.backing_variables(model)
+    dtype = model.trainable_variables[0].dtype
+    masks = [tf.constant(np.asarray(m), dtype) for m in mask]
+    n = batching.num_examples(inputs)
+    batch = min(int(batch_size), n)
+    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
+            if schedule == "cosine" else learning_rate)
+    optimizer = keras.optimizers.Adam(rate)
+    optimizer.build(model.trainable_variables)
+    data = tf.data.Dataset.from_tensor_slices(
+        (inputs, tuple(ref.values))).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    data = data.repeat().batch(batch, drop_remainder=True)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, refs):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(variables)
+            loss = projection.functional_distance(ref, metric, run(x), list(refs))
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        optimizer.apply_gradients(zip([g * m for g, m in zip(grads, masks)],
+                                      model.trainable_variables))
+        for v, m in zip(variables, masks):
+            v.assign(v * m)  # Adam's moments would otherwise revive pruned weights
+        return loss
+
+    full = tf.function(lambda: batching.chunked_mean(
+        lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),
+        {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}, chunk_size))
+    history, forwards = [], 1  # the reference's forward pass over the N inputs
+    every = max(1, steps // 10)
+    for k, (x, refs) in enumerate(data.take(steps)):
+        loss = step(x, refs)
+        if (k + 1) % every == 0:
+            history.append(float(loss))
+    distance = float(full())
+    forwards += 1
+    return {"distance": distance, "history": history, "steps": int(steps),
+            "gradients": int(steps), "forwards": forwards, "batch": batch, "examples": n,
+            "seconds": time.time() - began}

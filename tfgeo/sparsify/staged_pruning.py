@@ -1,0 +1,351 @@
+"""`prune`: label-free pruning of a trained Keras model, stage by stage.
+
+    report = tfgeo.sparsify.prune(model, x_unlabelled, sparsity=[0.9, 0.95, 0.98])
+    print(report)
+
+The recipe chosen on validation splits (see the sparsification docs page):
+through an increasing schedule of sparsities, each stage chooses its masks
+from the network the previous stage left (so masks nest), the per-tensor
+counts of `magnitude_dense` from a global ranking of the reference network,
+and then recovers the reference's function on the unlabelled inputs:
+
+  geodesic    the Gauss-Newton projection onto the mask
+              (`projection.gauss_newton_projection`): damped Gauss-Newton
+              steps on the kept weights driving the functional distance D to
+              the reference's outputs to its minimum, re-linearised each step;
+  layerwise   layer-wise least-squares reconstruction (`layerwise.reconstruct`);
+  distill     masked Adam on the same D (`distillation.distill`);
+  magnitude   one-shot magnitude pruning of the reference (no recovery).
+
+The model is pruned in place, as `fit` trains in place. Compute is counted by
+`tfgeo.cost` in gradient-equivalents on batches of `batch_size`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Callable, NamedTuple, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfgeo import batching
+from tfgeo import cost
+from tfgeo import output_metrics
+from tfgeo import representations
+from tfgeo import weights as weights_lib
+from tfgeo.sparsify import distillation
+from tfgeo.sparsify import layerwise
+from tfgeo.sparsify import projection
+from tfgeo.sparsify import pruning
+
+METHODS = ("geodesic", "layerwise", "distill", "magnitude")
+MASKS = ("magnitude", "magnitude_dense", "wanda", "obs")
+STARTS = ("mask", "layerwise", "closer")
+
+#: The projection's solves by default: inexact Gauss-Newton (CG to a 10% residual).
+DEFAULT_SOLVER = projection.Solver(damping=1e-3, max_iterations=50, tolerance=0.1)
+
+
+class Distillation(NamedTuple):
+    """Settings of `method="distill"` (`distillation.distill`)."""
+    steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+
+
+class PruneReport:
+    """What `prune` did: one dict per stage and the last stage's masks.
+
+    Each stage: stage (1-based), sparsity (asked), measured_sparsity (exact
+    zeros over prunable entries), method, functional_distance (D to the
+    reference on the inputs), gradient_equivalents, seconds, and the method's
+    own counters (steps, cg_iterations, projection_start, ...).
+    """
+
+    def __init__(self, stages: list[dict], masks: list[np.ndarray], which: list[bool]):
+        self.stages, self.masks, self.which = stages, masks, which
+
+    @property
+    def gradient_equivalents(self) -> float:
+        return float(sum(s["gradient_equivalents"] for s in self.stages))
+
+    def __str__(self) -> str:
+        head = f"{'stage':>5}  {'sparsity':>8}  {'measured':>8}  {'method':<10} " \
+               f"{'distance':>10}  {'GE':>8}  {'seconds':>8}"
+        lines = [head] + [
+            f"{s['stage']:>5}  {100 * s['sparsity']:>7.2f}%  {100 * s['measured_sparsity']:>7.2f}%"
+            f"  {s['method']:<10} {s['functional_distance']:>10.4g}  "
+            f"{s['gradient_equivalents']:>8.0f}  {s['seconds']:>8.1f}" for s in self.stages]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
+          method: str = "geodesic", mask: str = "magnitude_dense", steps: int = 10,
+          start: str = "mask", layers: str = "logits", output_metric: str = "fisher",
+          logits_weight: float = 1.0, solver: projection.Solver = DEFAULT_SOLVER,
+          distillation_settings: Distillation = Distillation(), ranking: str = "global",
+          prune_biases: bool = False, prune_last_layer: bool = True, refit_bias: bool = True,
+          reference=None, allocation=None, batch_size: int = 256, seed: int | None = 0,
+          verbose: int = 1, on_stage: Callable[[dict], None] | None = None) -> PruneReport:
+    """Prunes `model` in place to `sparsity` without labels; returns a `PruneReport`.
+
+    Args:
+      model: a built Keras model whose outputs are logits (a final softmax is
+        refused: its Fisher would be wrong).
+      inputs: unlabelled calibration inputs, an array [N, ...] (or a dict of
+        arrays) that the model accepts; every method sees all N.
+      sparsity: the final sparsity in [0, 1) (one stage), or the increasing
+        sparsities of successive stages, e.g. [0.9, 0.95, 0.98].
+      method: "geodesic", "layerwise", "distill" or "magnitude" (module docstring).
+      mask: how each stage chooses its mask from the current network:
+        "magnitude_dense" (per tensor, as many as a global ranking of the
+        reference drops), "magnitude" (`ranking` over |w|), "wanda" or "obs"
+        (calibration-based). "magnitude" method prunes the reference itself.
+      steps: Gauss-Newton steps per stage (geodesic).
+      start: where the projection starts: "mask" (the masked network),
+        "layerwise" (its layer-wise reconstruction) or "closer" (both, keeping
+        the one nearer the reference's function on `inputs`; twice the cost).
+      layers: "logits" (D on the outputs) or "hidden" (every weighted layer's
+        pre-activation too); geodesic and distill.
+      output_metric: the divergence on the outputs ("fisher": KL; see
+        `tfgeo.output_metrics.NAMES`).
+      solver: the projection's CG settings (`projection.Solver`).
+      distillation_settings: `Distillation` (steps, batch, rate, schedule).
+      ranking, prune_biases, prune_last_layer: which entries may be pruned and
+        how `mask="magnitude"` ranks them (`pruning.magnitude_masks`).
+      reference: trainable weights whose function to keep (default: the
+        model's at the call, i.e. the dense network).
+      allocation: trainable weights whose global ranking sets magnitude_dense's
+        per-tensor counts (default: `reference`).
+      batch_size: the batch of the gradient-equivalents' unit.
+      seed: seeds each stage (`keras.utils.set_random_seed(seed + stage)`),
+        so a call is reproducible; None leaves the global seed alone.
+      verbose: 0 silent, 1 a line per stage, 2 also a line per Gauss-Newton step.
+      on_stage: called with each stage's dict once the stage is done (e.g. to
+        checkpoint `model`).
+
+    Raises:
+      ValueError: on any bad argument, naming it.
+    """
+    stages = _check(model, inputs, sparsity, method, mask, start, layers, output_metric, steps,
+                    batch_size, verbose)
+    reference = weights_lib.get_trainable(model) if reference is None else [
+        np.asarray(w) for w in reference]
+    weights_lib.check_vector(model, reference)
+    allocation = reference if allocation is None else [np.asarray(w) for w in allocation]
+    which = pruning.prunable(reference, prune_biases, prune_last_layer)
+    names = None if layers == "logits" else "hidden"
+    n = batching.num_examples(inputs)
+    rows, masks = [], None
+    for k, s in enumerate(stages):
+        if seed is not None:
+            keras.utils.set_random_seed(int(seed) + k)
+        began = time.time()
+        current = weights_lib.get_trainable(model)
+        row = {"stage": k + 1, "sparsity": float(s), "method": method}
+        if method == "magnitude":
+            masks = pruning.magnitude_masks(reference, s, which, ranking,
+                                            allocation=allocation if mask == "magnitude_dense"
+                                            else None)
+            weights_lib.set_trainable(model, pruning.apply_masks(reference, masks))
+            row.update(gradient_equivalents=0.0, steps=0)
+        else:
+            masks = _masks(model, mask, current, s, which, ranking, allocation, inputs)
+            if method == "layerwise":
+                weights_lib.set_trainable(model, reference)
+                layerwise.reconstruct(model, masks, inputs, refit_bias=refit_bias, apply=True)
+                row.update(gradient_equivalents=reconstruction_cost(model, n, batch_size),
+                           steps=0)
+            elif method == "distill":
+                d = distillation_settings
+                res = distillation.distill(
+                    model, masks, inputs, d.steps, d.batch_size, d.learning_rate, d.schedule,
+                    names, output_metric, logits_weight, start=current,
+                    seed=0 if seed is None else int(seed) + k, jit_compile=solver.jit_compile,
+                    chunk_size=solver.chunk_size, reference_weights=reference)
+                row.update(steps=res["steps"], functional_distance=res["distance"],
+                           gradient_equivalents=cost.gradient_equivalents(
+                               gradients=res["gradients"], batch=res["batch"],
+                               reference_batch=batch_size) + cost.gradient_equivalents(
+                               forwards=res["forwards"], batch=n, reference_batch=batch_size))
+            else:
+                row.update(_project(model, masks, inputs, reference, current, start, steps,
+                                    names, output_metric, logits_weight, solver, refit_bias,
+                                    batch_size, verbose))
+        row["seconds"] = time.time() - began
+        row["measured_sparsity"] = _verify(model, masks, which, method, k)
+        if "functional_distance" not in row:
+            row["functional_distance"] = functional_distance(
+                model, reference, inputs, names, output_metric, logits_weight, solver.chunk_size)
+        rows.append(row)
+        if verbose:
+            print(f"Stage {k + 1}/{len(stages)}: sparsity {100 * s:.2f}% ({method}), functional "
+                  f"distance {row['functional_distance']:.4g}, "
+                  f"{row['gradient_equivalents']:.0f} gradient-equivalents, "
+                  f"{row['seconds']:.1f} s", flush=True)
+        if on_stage is not None:
+            on_stage(row)
+    return PruneReport(rows, masks, which)
+
+
+def functional_distance(model: keras.Model, reference, inputs, layers=None,
+                        output_metric: str = "fisher", logits_weight: float = 1.0,
+                        chunk_size: int = 512) -> float:
+    """D between the model's current function and that of `reference` (trainable
+    weights) on `inputs` (the quantity `projection` and `distillation` minimise)."""
+    current = weights_lib.get_trainable(model)
+    weights_lib.set_trainable(model, reference)
+    try:
+        ref = projection.reference(model, inputs, layers, logits_weight, chunk_size)
+    finally:
+        weights_lib.set_trainable(model, current)
+    run = projection.representation_fn(model, ref.names)
+    metric = output_metrics.get(output_metric)
+    return float(batching.chunked_mean(
+        lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),
+        {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}, chunk_size))
+
+
+def reconstruction_cost(model: keras.Model, examples: int, batch_size: int) -> float:
+    """Gradient-equivalents of a layer-wise reconstruction on `examples` inputs: one
+    forward pass per weighted layer (and one for the dense targets)."""
+    layers = len(representations.weighted_layers(model))
+    return cost.gradient_equivalents(forwards=layers + 1, batch=examples,
+                                     reference_batch=batch_size)
+
+
+def projection_cost(report: dict, batch_size: int) -> float:
+    """Gradient-equivalents of a `gauss_newton_projection` report: products and
+    quadratic forms on its curvature inputs, gradients, K-FAC factors and
+    forward passes on all of its inputs."""
+    n, m = report["examples"], report["curvature_examples"]
+    return cost.gradient_equivalents(
+        metric_products=report["products"], quadratic_forms=report["quadratic_forms"],
+        batch=m, reference_batch=batch_size) + cost.gradient_equivalents(
+        gradients=report["gradients"] + report["curvature"], forwards=report["forwards"],
+        batch=n, reference_batch=batch_size)
+
+
+def _project(model, masks, inputs, reference, current, start, steps, names, output_metric,
+             logits_weight, solver, refit_bias, batch_size, verbose) -> dict:
+    """The projection from each of `start`'s starting points; keeps the one whose
+    result is nearer the reference's function (no labels needed)."""
+    n = batching.num_examples(inputs)
+    outcomes = {}
+    for begin in (("mask", "layerwise") if start == "closer" else (start,)):
+        weights_lib.set_trainable(model, reference)  # the function to keep
+        initial, extra = current, 0.0
+        if begin == "layerwise":
+            initial, _ = layerwise.reconstruct(model, masks, inputs, refit_bias=refit_bias)
+            extra = reconstruction_cost(model, n, batch_size)
+            weights_lib.set_trainable(model, reference)
+        on_step = _print_step if verbose >= 2 else None
+        report = projection.gauss_newton_projection(
+            model, masks, inputs, layers=names, output_metric=output_metric, steps=steps,
+            solver=solver, start=initial, logits_weight=logits_weight, on_step=on_step)
+        report["gradient_equivalents"] = extra + projection_cost(report, batch_size)
+        outcomes[begin] = (report, weights_lib.get_trainable(model))
+    chosen = min(outcomes, key=lambda b: outcomes[b][0]["distance"])
+    report = outcomes[chosen][0]
+    weights_lib.set_trainable(model, outcomes[chosen][1])
+    row = {"steps": report["steps"], "cg_iterations": report["cg_iterations"],
+           "functional_distance": report["distance"], "projection_start": chosen,
+           "gradient_equivalents": sum(r["gradient_equivalents"] for r, _ in outcomes.values())}
+    if len(outcomes) > 1:
+        row["start_distances"] = {b: r["distance"] for b, (r, _) in outcomes.items()}
+    return row
+
+
+def _print_step(entry):
+    print(f"  Gauss-Newton step {entry['step']}: functional distance {entry['distance']:.4g}",
+          flush=True)
+
+
+def _masks(model, choice, current, sparsity, which, ranking, allocation, inputs):
+    """The stage's masks chosen from the current network (so they nest)."""
+    if choice in ("magnitude", "magnitude_dense"):
+        return pruning.magnitude_masks(current, sparsity, which, ranking,
+                                       allocation=allocation if choice == "magnitude_dense"
+                                       else None)
+    saved = weights_lib.get_trainable(model)
+    weights_lib.set_trainable(model, current)
+    try:
+        if choice == "wanda":
+            return pruning.wanda_masks(model, inputs, sparsity, which)
+        return pruning.obs_masks(model, inputs, sparsity, which)[0]
+    finally:
+        weights_lib.set_trainable(model, saved)
+
+
+def exact_zero_count(weights, which) -> tuple[int, int]:
+    """(zeros, total) over the prunable tensors."""
+    total = sum(int(np.size(w)) for w, p in zip(weights, which) if p)
+    zeros = sum(int(np.sum(np.asarray(w) == 0)) for w, p in zip(weights, which) if p)
+    return zeros, total
+
+
+def _verify(model, masks, which, method, k) -> float:
+    """The measured sparsity; raises if the mask's zeros are not all exactly zero."""
+    final = weights_lib.get_trainable(model)
+    zeros, total = exact_zero_count(final, which)
+    respected = all(np.all(np.asarray(w)[np.asarray(m) == 0] == 0) for w, m in zip(final, masks))
+    if not respected:
+        raise AssertionError(f"{method} at stage {k + 1} left pruned weights non-zero.")
+    return zeros / total
+
+
+def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, steps,
+           batch_size, verbose) -> list[float]:
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}.")
+    if not model.trainable_variables:
+        raise ValueError("model has no trainable weights to prune.")
+    _refuse_softmax(model)
+    for name, value, allowed in (("method", method, METHODS), ("mask", mask, MASKS),
+                                 ("start", start, STARTS), ("layers", layers, ("logits", "hidden")),
+                                 ("output_metric", output_metric, output_metrics.NAMES)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+    stages = [sparsity] if isinstance(sparsity, numbers.Real) else list(sparsity)
+    if not stages:
+        raise ValueError("sparsity must be a number or a non-empty sequence of numbers.")
+    for s in stages:
+        if not isinstance(s, numbers.Real) or isinstance(s, bool) or not math.isfinite(s) \
+                or not 0 <= s < 1:
+            raise ValueError(f"each sparsity must be a number in [0, 1), got {s!r}.")
+    if any(b <= a for a, b in zip(stages, stages[1:])):
+        raise ValueError(f"stage sparsities must increase, got {stages}.")
+    try:
+        n = batching.num_examples(inputs)
+    except Exception as e:  # noqa: BLE001 - any malformed structure gets one message
+        raise ValueError(f"inputs must be an array [N, ...] or a dict of arrays: {e}") from None
+    if n < 1:
+        raise ValueError("inputs hold no examples.")
+    for leaf in tf.nest.flatten(inputs):
+        if not np.all(np.isfinite(np.asarray(leaf, dtype=np.float64))):
+            raise ValueError("inputs contain NaN or infinite values.")
+    try:
+        model(tf.nest.map_structure(lambda a: a[:1], inputs), training=False)
+    except Exception as e:  # noqa: BLE001 - the model decides what it accepts
+        raise ValueError(f"the model does not accept inputs of this shape: "
+                         f"{str(e).splitlines()[0]}") from None
+    return [float(s) for s in stages]
+
+
+def _refuse_softmax(model):
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(last, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "") == "softmax":
+        raise ValueError(f"The model's last layer {last.name!r} applies a softmax; tfgeo needs "
+                         "logits (remove the activation, or use from_logits losses).")
