@@ -62,6 +62,7 @@ def main(argv):
     import tensorflow as tf
 
     from tfgeo import metric
+    from tfgeo import weights as weights_lib
 
     rows = []
     for name in FLAGS.models:
@@ -70,7 +71,7 @@ def main(argv):
         x = tf.random.normal([FLAGS.batch_size, *shape])
         y = tf.random.uniform([FLAGS.batch_size], 0, 10, dtype=tf.int32)
         v = [tf.random.normal(w.shape) for w in model.trainable_variables]
-        variables = metric.backing_variables(model)
+        variables = weights_lib.backing_variables(model)
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         n_params = sum(int(tf.size(w)) for w in variables)
 

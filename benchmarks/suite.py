@@ -50,7 +50,7 @@ def _setup(name, batch, hidden=None):
     import tensorflow as tf
 
     from tfgeo import models
-    from tfgeo import metric
+    from tfgeo import weights as weights_lib
 
     keras.utils.set_random_seed(0)
     options = {"hidden": hidden} if hidden else {}
@@ -59,7 +59,7 @@ def _setup(name, batch, hidden=None):
     x = tf.constant(rng.uniform(size=(batch, *SHAPES[name])).astype("float32"))
     y = tf.constant(rng.integers(0, 10, size=batch).astype("int32"))
     v = [tf.constant(rng.normal(size=w.shape).astype("float32")) for w in model.trainable_variables]
-    return model, x, y, v, metric.backing_variables(model)
+    return model, x, y, v, weights_lib.backing_variables(model)
 
 
 def _functions(model, variables):

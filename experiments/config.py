@@ -22,16 +22,13 @@ from tfgeo import metric_specs as metrics_lib
 from tfgeo import output_metrics
 
 from . import data as data_lib
+from .errors import InputError
 from . import results
 
 COMPILE_MODES = ("auto", "xla", "graph")
 LR_SCHEDULES = ("constant", "cosine")
 #: Flags that change how a run reports, not what it computes: a resumed run may change them.
 PRESENTATION = ("resume", "verbose", "tensorboard_dir")
-
-
-class InputError(ValueError):
-    """A bad flag value or input file: reported in one line that names it."""
 
 
 def option(default, help: str, *, choices: Sequence[str] | None = None, lower=None, upper=None,

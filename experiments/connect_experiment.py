@@ -54,6 +54,7 @@ from . import plotting
 from . import results
 from . import run_state
 from . import tensorboard
+from . import training
 
 option = config_lib.option
 METHODS = ("geodesic", "shooting", "straight", "bezier", "polychain", "fip")
@@ -167,7 +168,7 @@ def _endpoints(config, ds, train, state):
         if which in loaded:
             out.append(loaded[which])
             continue
-        out.append(networks.start_network(
+        out.append(training.start_network(
             None, config.network, config.train, ds, train, None, state,
             getattr(config, f"seed_{which}"), name=f"endpoint_{which}.keras",
             argument=f"--model_{which}", verbose=config.run.verbose))

@@ -23,6 +23,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from . import errors
+
 
 class ArraySplit(NamedTuple):
     x: np.ndarray  # [N, ...] float32 inputs
@@ -390,9 +392,7 @@ def load_splits(data_config, seed: int = 0):
 
 def load_run_splits(data_config, seed: int = 0):
     """`load_splits`, with any failure to load reported as an input error naming --dataset."""
-    from . import config as config_lib
-
     try:
         return load_splits(data_config, seed)
     except (ValueError, OSError) as e:
-        raise config_lib.InputError(f"--dataset={data_config.dataset}: {e}") from None
+        raise errors.InputError(f"--dataset={data_config.dataset}: {e}") from None

@@ -5,15 +5,11 @@ import os
 
 import keras
 import numpy as np
-from absl import logging
 
 from tfgeo import model_wrapper
 from tfgeo.models import registry
 
 from . import config as config_lib
-from . import data as data_lib
-from . import results
-from . import run_state as run_state_lib
 
 
 def options(network: config_lib.NetworkConfig) -> dict:
@@ -82,34 +78,4 @@ def load(path: str, input_shape, num_classes: int, argument: str = "--start_mode
         model_wrapper.check_network(model, f"{argument}={path}")
     except (TypeError, ValueError) as e:
         raise config_lib.InputError(str(e)) from None
-    return model
-
-
-def start_network(path: str | None, network: config_lib.NetworkConfig,
-                  train: config_lib.TrainConfig, ds: data_lib.ArrayDataset,
-                  train_split: data_lib.ArraySplit, validation, state: run_state_lib.RunState,
-                  seed: int, name: str = "start.keras", argument: str = "--start_model",
-                  jit_compile: bool = False, verbose: int = 2) -> keras.Model:
-    """The run's starting network: loaded from `path`, or trained with `train`
-    from `seed` and saved as `name` in the run's folder (reused by a resumed
-    run with the same flags, never by a run with other flags)."""
-    if path:
-        model = load(path, ds.input_shape, ds.num_classes, argument)
-        logging.info("Starting network: %s", path)
-        return model
-    if state.reusable(name):
-        logging.info("Reusing %s trained earlier by this run.", name)
-        return load(os.path.join(state.output_dir, name), ds.input_shape, ds.num_classes,
-                    argument)
-    keras.utils.set_random_seed(seed)  # same seed, same starting network
-    model = build(network, ds.input_shape, ds.num_classes)
-    logging.info("Training %s (%s, %d epochs, seed %d)...", name, network.model, train.epochs,
-                 seed)
-    from . import training  # training imports this module
-
-    training.train_classifier(model, train_split, validation, epochs=train.epochs,
-                              batch_size=train.batch_size, learning_rate=train.learning_rate,
-                              lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
-                              verbose=verbose, augment=train.augment)
-    results.save_model(model, state.artifact(name))
     return model

@@ -25,6 +25,7 @@ import shutil
 import numpy as np
 from absl import logging
 
+from . import config as config_lib
 from . import results
 
 STATE_JSON = "state.json"
@@ -132,8 +133,6 @@ class RunState:
 def open_run(config) -> RunState:
     """The `RunState` of a run config (its `run.output_dir`, the flags that
     define it, `run.resume`); a folder it cannot use is an input error."""
-    from . import config as config_lib
-
     try:
         return RunState(config.run.output_dir, config_lib.identity(config), config.run.resume)
     except ValueError as e:

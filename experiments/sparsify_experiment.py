@@ -64,6 +64,7 @@ from . import plotting
 from . import results
 from . import run_state
 from . import tensorboard
+from . import training
 
 LABEL_FREE = ("one_shot", "layerwise", "geodesic", "geodesic_walk", "distill")
 LABEL_USING = ("finetune", "gradual", "geodesic_finetune")
@@ -532,7 +533,7 @@ def run(config: SparsifyConfig) -> results.Report:
     networks.check_metric(config.geodesic.metric, config.network, ds.input_shape,
                           ds.num_classes)
     title = f"{config.network.model} on {ds.name}"
-    model = networks.start_network(config.start_model, config.network, config.train, ds, train,
+    model = training.start_network(config.start_model, config.network, config.train, ds, train,
                                    validation, state, config.run.seed,
                                    verbose=config.run.verbose)
     jit = config_lib.jit_compile(config.run.compile, model)

@@ -8,6 +8,7 @@ the same weights.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -136,3 +137,31 @@ def run(config: BaseTrainingConfig) -> results.Report:
                           {"dataset": ds.name, "summary": summary,
                            "history": state.payload.get("history", {})},
                           [summary], list(summary))
+
+
+def start_network(path: str | None, network: config_lib.NetworkConfig,
+                  train: config_lib.TrainConfig, ds: data.ArrayDataset,
+                  train_split: data.ArraySplit, validation, state: run_state_lib.RunState,
+                  seed: int, name: str = "start.keras", argument: str = "--start_model",
+                  jit_compile: bool = False, verbose: int = 2) -> keras.Model:
+    """The run's starting network: loaded from `path`, or trained with `train`
+    from `seed` and saved as `name` in the run's folder (reused by a resumed
+    run with the same flags, never by a run with other flags)."""
+    if path:
+        model = networks.load(path, ds.input_shape, ds.num_classes, argument)
+        logging.info("Starting network: %s", path)
+        return model
+    if state.reusable(name):
+        logging.info("Reusing %s trained earlier by this run.", name)
+        return networks.load(os.path.join(state.output_dir, name), ds.input_shape, ds.num_classes,
+                    argument)
+    keras.utils.set_random_seed(seed)  # same seed, same starting network
+    model = networks.build(network, ds.input_shape, ds.num_classes)
+    logging.info("Training %s (%s, %d epochs, seed %d)...", name, network.model, train.epochs,
+                 seed)
+    train_classifier(model, train_split, validation, epochs=train.epochs,
+                              batch_size=train.batch_size, learning_rate=train.learning_rate,
+                              lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
+                              verbose=verbose, augment=train.augment)
+    results.save_model(model, state.artifact(name))
+    return model

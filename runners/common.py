@@ -3,10 +3,9 @@
 A runner is its application's config dataclass (`tfgeo.experiments.config`)
 turned into absl flags, and the application's `run(config)`:
 
-    CONFIG = sparsification.SparsifyConfig
-    common.define_flags(CONFIG)
+    entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run)
     if __name__ == "__main__":
-        common.main(CONFIG, sparsification.run)
+        entry()
 
 Every field becomes one flag with the field's help, default and checks
 (bounds, choices, finite floats, existing paths), so a bad value stops the

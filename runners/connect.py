@@ -11,10 +11,10 @@ permuted onto A by weight matching (`tfgeo.experiments.connect_experiment`). Wri
 results.json, paths.png, the geodesic points as points_<path>.npz
 (`tfgeo.experiments.connect_experiment.load_points`), and a table.
 """
-from tfgeo.experiments import connect_experiment as connect
+from tfgeo.experiments import connect_experiment
 from tfgeo.runners import common
 
-entry = common.runner(connect.ConnectConfig, connect.run)
+entry = common.runner(connect_experiment.ConnectConfig, connect_experiment.run)
 
 if __name__ == "__main__":
     entry()

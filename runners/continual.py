@@ -12,10 +12,10 @@ The geodesic method's metric uses only a bounded memory of earlier tasks'
 inputs (--memory_size), never their labels. An interrupted run resumes
 after its last completed task when rerun with the same flags.
 """
-from tfgeo.experiments import continual_experiment as continual
+from tfgeo.experiments import continual_experiment
 from tfgeo.runners import common
 
-entry = common.runner(continual.ContinualConfig, continual.run)
+entry = common.runner(continual_experiment.ContinualConfig, continual_experiment.run)
 
 if __name__ == "__main__":
     entry()

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgeo import metric
+from tfgeo import weights as weights_lib
 
 
 def small_mlp(dtype="float64", inputs=6, hidden=5, classes=3):
@@ -27,7 +27,7 @@ def small_cnn(dtype="float64", classes=3, pool="max"):
 
 def jacobian(model, x):
     """J of shape [N, C, P]: d outputs / d flattened trainable weights."""
-    variables = metric.backing_variables(model)
+    variables = weights_lib.backing_variables(model)
     with tf.GradientTape() as tape:
         out = model(x, training=False)
     blocks = tape.jacobian(out, variables)

@@ -18,6 +18,7 @@ imported by it.
 """
 from tfgeo import batching
 from tfgeo import callbacks
+from tfgeo import classification
 from tfgeo import cost
 from tfgeo import diagonal_metric
 from tfgeo import distribute

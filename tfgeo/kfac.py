@@ -208,7 +208,9 @@ class KFACOperator(linear_operator.LinearOperator):
             return kernel
         return tf.concat([kernel, v[w.bias][None, :]], axis=0)
 
-    def _unmatrix(self, w, m, out):
+    def unmatrix(self, w, m, out):
+        """Writes the layer block `m` ([d_in (+1), d_out], bias row last) into `out`,
+        the weight-space vector, at layer `w`'s kernel (and bias)."""
         d_in = self.shapes[w.kernel].num_elements() // self.shapes[w.kernel][-1]
         out[w.kernel] = tf.reshape(m[:d_in], self.shapes[w.kernel])
         if w.bias is not None:
@@ -217,7 +219,7 @@ class KFACOperator(linear_operator.LinearOperator):
     def _apply(self, v, per_layer, free):
         out = [None] * len(v)
         for w, e in zip(self.layers, self.eigen):
-            self._unmatrix(w, per_layer(e, self._matrix(w, v)), out)
+            self.unmatrix(w, per_layer(e, self._matrix(w, v)), out)
         for i in self.free:
             out[i] = free(v[i])
         return out

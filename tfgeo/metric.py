@@ -19,9 +19,6 @@ from tfgeo import linear_operator
 from tfgeo import output_metrics
 from tfgeo import weights as weights_lib
 
-# Kept here for callers of the original API.
-backing_variables = weights_lib.backing_variables
-
 
 def _batch_size(outputs):
     return tf.cast(tf.shape(outputs)[0], outputs.dtype)

@@ -84,7 +84,7 @@ def kronecker_diagonal(op: kfac.KFACOperator, floor=0.0) -> linear_operator.Diag
         a = tf.reduce_sum(tf.square(e.a_vectors) * e.a_values[None, :], axis=1)
         g = tf.reduce_sum(tf.square(e.g_vectors) * e.g_values[None, :], axis=1)
         block = a[:, None] * g[None, :] + floor
-        op._unmatrix(w, block, diag)
+        op.unmatrix(w, block, diag)
     for i in op.free:
         diag[i] = tf.fill(op.shapes[i], tf.cast(floor, op.dtype))
     return linear_operator.DiagonalOperator(diag)
