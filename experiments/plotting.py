@@ -70,9 +70,9 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     return _save(fig, path)
 
 
-def panel_plot(path, panels: list, xlabel: str, title: str = "") -> str:
+def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = False) -> str:
     """Writes a PNG with one panel per (ylabel, {label: (xs, ys)}) in `panels`,
-    side by side with a shared x label; returns path."""
+    side by side with a shared x label (log scale with `xlog`); returns path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,7 +82,9 @@ def panel_plot(path, panels: list, xlabel: str, title: str = "") -> str:
                              squeeze=False)
     for ax, (ylabel, series) in zip(axes[0], panels):
         for label, (xs, ys) in series.items():
-            ax.plot(xs, ys, marker="o", markersize=2, label=label)
+            ax.plot(xs, ys, marker="o", markersize=2 if not xlog else 4, label=label)
+        if xlog:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

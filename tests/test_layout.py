@@ -14,7 +14,9 @@ def _modules():
     """{dotted name: path} of every module of the library, the harness and the zoo."""
     out = {}
     for folder, package in PACKAGES.items():
-        for d, _, files in os.walk(os.path.join(ROOT, folder)):
+        for d, dirs, files in os.walk(os.path.join(ROOT, folder)):
+            if d == os.path.join(ROOT, "tfgeo"):  # under Bazel the harness is there too
+                dirs[:] = [s for s in dirs if s not in ("experiments", "models", "runners")]
             rel = os.path.relpath(d, os.path.join(ROOT, folder))
             prefix = package if rel == "." else package + "." + rel.replace(os.sep, ".")
             for f in files:

@@ -1,0 +1,204 @@
+r"""The label-free accuracy-compute frontier: every label-free method of
+`tfgeo.sparsify.prune` at several budgets, through one sparsity schedule,
+on one start network, masks and calibration inputs.
+
+    python benchmarks/label_free_frontier.py --model=lenet_300_100 \
+        --manual_dir=../shared/data/mnist --start_model=runs/frontier/start.keras \
+        --output=runs/frontier/lenet_300_100.json
+
+Each configuration (a method and its budget knobs) runs the whole schedule
+(--sparsities, masks nested stage to stage) from the dense start with
+`tfgeo.sparsify.prune`, so its gradient-equivalents are the library's (the
+runner's) accounting; after each stage the validation and test accuracy are
+recorded with the cumulative gradient-equivalents and wall seconds. A
+method's frontier at a sparsity is its configurations' (GE, accuracy)
+points; `frontier(...)` keeps those no cheaper configuration beats on
+validation accuracy (the test column is then reported for them, never used
+to choose). Writes the rows as JSON and one plot (test accuracy against GE,
+log x axis, a panel per sparsity, a line per method).
+
+Without --start_model the start network is trained here (Adam, cosine decay,
+--train_epochs) on the training split less the validation fraction, and
+saved next to --output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "lenet_300_100", "Zoo network (when trained here).")
+flags.DEFINE_string("dataset", "mnist", "Dataset.")
+flags.DEFINE_string("manual_dir", "../shared/data/mnist", "Original dataset files for tfds.")
+flags.DEFINE_string("start_model", None, "A trained .keras start network (else trained here).")
+flags.DEFINE_integer("train_epochs", 20, "Epochs of the start network when trained here.")
+flags.DEFINE_list("sparsities", ["0.9", "0.95", "0.98"], "The schedule.")
+flags.DEFINE_integer("calibration_size", 8192, "Unlabelled training inputs.")
+flags.DEFINE_float("validation_fraction", 0.1, "Held-out part of the training split.")
+flags.DEFINE_integer("seed", 0, "Seed of the split, calibration draw and stages.")
+flags.DEFINE_list("geodesic_steps", ["1", "2", "5", "10"], "Gauss-Newton steps per stage.")
+flags.DEFINE_list("curvature_sizes", ["0", "2048"], "Curvature subsets of the projection "
+                  "(0: all calibration inputs).")
+flags.DEFINE_list("cg_tolerances", ["0.1"], "CG relative residuals of the projection.")
+flags.DEFINE_integer("cg_iterations", 50, "Most CG iterations per solve.")
+flags.DEFINE_list("distill_steps", ["250", "1000", "4000"], "Distillation steps per stage.")
+flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam rates.")
+flags.DEFINE_list("distill_metrics", ["fisher"], "Output metrics of distillation's distance "
+                  "(fisher: KL; euclidean: squared logit error).")
+flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation.")
+flags.DEFINE_integer("batch_size", 256, "The gradient-equivalents' batch, distillation's batch.")
+flags.DEFINE_bool("graph", False, "Graph mode instead of XLA (conv nets on CPU).")
+flags.DEFINE_string("output", "runs/frontier/frontier.json", "Rows (JSON); the plot beside it.")
+
+
+def configurations():
+    """(name, method, keyword arguments of `prune`) of every point to run."""
+    out = [("layerwise", "layerwise", {}), ("magnitude", "magnitude", {"mask": "magnitude"})]
+    for start in FLAGS.starts:
+        for steps in map(int, FLAGS.geodesic_steps):
+            for size in map(int, FLAGS.curvature_sizes):
+                for tol in map(float, FLAGS.cg_tolerances):
+                    out.append((f"geodesic/{start}/steps={steps}/curv={size}/tol={tol:g}",
+                                "geodesic", {"start": start, "steps": steps, "solver": (size, tol)}))
+        for steps in map(int, FLAGS.distill_steps):
+            for rate in map(float, FLAGS.distill_rates):
+                for metric in FLAGS.distill_metrics:
+                    out.append((f"distill/{start}/steps={steps}/lr={rate:g}/{metric}", "distill",
+                                {"start": start, "output_metric": metric,
+                                 "distill": (steps, rate)}))
+    return out
+
+
+def family(name: str) -> str:
+    """The frontier's line a configuration belongs to (method and start)."""
+    parts = name.split("/")
+    return parts[0] if len(parts) == 1 else f"{parts[0]} from {parts[1]}"
+
+
+def frontier(rows, sparsity: float, split: str = "validation"):
+    """Per family, the configurations at `sparsity` that no configuration of the
+    family with fewer or equal GE beats on `split` accuracy, cheapest first."""
+    out = {}
+    for fam in sorted({family(r["name"]) for r in rows}):
+        pts = sorted((r for r in rows if family(r["name"]) == fam and r["sparsity"] == sparsity),
+                     key=lambda r: (r["gradient_equivalents"], -r[f"{split}_accuracy"]))
+        best, kept = -1.0, []
+        for r in pts:
+            if r[f"{split}_accuracy"] > best:
+                kept.append(r)
+                best = r[f"{split}_accuracy"]
+        out[fam] = kept
+    return out
+
+
+def main(_):
+    import keras
+    import numpy as np
+
+    from tfgeo import classification
+    from tfgeo.experiments import config as config_lib
+    from tfgeo.experiments import data
+    from tfgeo.experiments import plotting
+    from tfgeo.experiments import sparsify_experiment as study
+    from tfgeo.experiments import training
+    from tfgeo.models import registry
+    from tfgeo.sparsify import projection
+    from tfgeo.sparsify import staged_pruning
+
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    ds, train, val = data.load_splits(config_lib.DataConfig(
+        dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir,
+        validation_fraction=FLAGS.validation_fraction), FLAGS.seed)
+    if FLAGS.start_model:
+        start = keras.models.load_model(FLAGS.start_model)
+    else:
+        keras.utils.set_random_seed(FLAGS.seed)
+        start = registry.get(FLAGS.model, ds.input_shape, ds.num_classes)
+        training.train_classifier(start, train, val, epochs=FLAGS.train_epochs, batch_size=128,
+                                  learning_rate=1e-3, lr_schedule="cosine", seed=FLAGS.seed,
+                                  jit_compile=not FLAGS.graph, verbose=2)
+        start.save(os.path.splitext(FLAGS.output)[0] + "_start.keras")
+    dense = start.get_weights()
+    calibration = study.calibration_set(train, FLAGS.calibration_size, FLAGS.seed)
+    stages = [float(s) for s in FLAGS.sparsities]
+    base = {"split": "validation", "sparsity": 0.0, "name": "dense",
+            "validation_accuracy": classification.evaluate_classifier(start, val.x, val.y)[
+                "accuracy"],
+            "test_accuracy": classification.evaluate_classifier(start, ds.test.x, ds.test.y)[
+                "accuracy"]}
+    print(f"dense: validation {base['validation_accuracy']:.4f}, test "
+          f"{base['test_accuracy']:.4f}; calibration {len(calibration)} inputs", flush=True)
+    rows = []
+    done = set()
+    if os.path.exists(FLAGS.output):  # resume: keep the configurations already run
+        with open(FLAGS.output) as f:
+            rows = [r for r in json.load(f)["rows"] if r["name"] != "dense"]
+        done = {r["name"] for r in rows}
+    for name, method, kw in configurations():
+        if name in done:
+            continue
+        start.set_weights(dense)
+        size, tol = kw.pop("solver", (0, 0.1))
+        steps, rate = kw.pop("distill", (2000, 1e-3))
+        solver = projection.Solver(damping=1e-3, max_iterations=FLAGS.cg_iterations,
+                                   tolerance=tol, curvature_size=size,
+                                   jit_compile=not FLAGS.graph)
+        totals = {"gradient_equivalents": 0.0, "seconds": 0.0}
+        point_rows = []
+
+        def on_stage(row):
+            totals["gradient_equivalents"] += row["gradient_equivalents"]
+            totals["seconds"] += row["seconds"]
+            r = {"name": name, "method": method, "sparsity": row["sparsity"],
+                 "measured_sparsity": row["measured_sparsity"],
+                 "functional_distance": row["functional_distance"],
+                 "stage_gradient_equivalents": row["gradient_equivalents"],
+                 "gradient_equivalents": totals["gradient_equivalents"],
+                 "seconds": totals["seconds"]}
+            for split, s in (("validation", val), ("test", ds.test)):
+                r[f"{split}_accuracy"] = classification.evaluate_classifier(
+                    start, s.x, s.y)["accuracy"]
+            point_rows.append(r)
+
+        began = time.time()
+        staged_pruning.prune(
+            start, calibration, stages, method=method, solver=solver,
+            distillation_settings=staged_pruning.Distillation(steps, FLAGS.batch_size, rate),
+            batch_size=FLAGS.batch_size, seed=FLAGS.seed, verbose=0, on_stage=on_stage, **kw)
+        rows.extend(point_rows)
+        print(f"{name}: " + ", ".join(
+            f"{100 * r['sparsity']:g}% val {r['validation_accuracy']:.4f} test "
+            f"{r['test_accuracy']:.4f} ({r['gradient_equivalents']:.0f} GE)"
+            for r in point_rows) + f" [{time.time() - began:.0f} s]", flush=True)
+        with open(FLAGS.output + ".tmp", "w") as f:
+            json.dump({"flags": FLAGS.flag_values_dict(), "rows": [base] + rows}, f, indent=1)
+        os.replace(FLAGS.output + ".tmp", FLAGS.output)
+
+    panels = []
+    for s in stages:
+        front = frontier(rows, s)
+        panels.append((f"{100 * s:g}% sparsity: test accuracy (chosen on validation)",
+                       {fam: ([r["gradient_equivalents"] for r in pts],
+                              [r["test_accuracy"] for r in pts])
+                        for fam, pts in front.items() if pts}))
+        print(f"\n{100 * s:g}% frontier (chosen on validation; test accuracy, cumulative GE):")
+        for fam, pts in front.items():
+            print(f"  {fam:<22} " + "  ".join(
+                f"{r['test_accuracy']:.4f}@{r['gradient_equivalents']:.0f}" for r in pts))
+    plot = os.path.splitext(FLAGS.output)[0] + ".png"
+    plotting.panel_plot(plot, panels, xlabel="gradient-equivalents (cumulative, log scale)",
+                        title=f"label-free frontier, {FLAGS.model} on {FLAGS.dataset}",
+                        xlog=True)
+    print(f"wrote {FLAGS.output} and {plot}")
+    del np
+
+
+if __name__ == "__main__":
+    app.run(main)
