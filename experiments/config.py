@@ -27,6 +27,8 @@ from . import results
 
 COMPILE_MODES = ("auto", "xla", "graph")
 LR_SCHEDULES = ("constant", "cosine")
+#: Largest run seed: studies derive seed * 1000 + offset, which numpy needs below 2**32.
+MAX_SEED = 4_000_000
 #: Flags that change how a run reports, not what it computes: a resumed run may change them.
 PRESENTATION = ("resume", "verbose", "tensorboard_dir")
 
@@ -145,7 +147,9 @@ def nested(cls, prefix: str = "", **defaults):
 
 @dataclasses.dataclass
 class RunConfig:
-    seed: int = option(0, "Random seed (data split, initialisation, shuffling).", lower=0)
+    seed: int = option(0, "Random seed (data split, initialisation, shuffling); at most "
+                       f"{MAX_SEED:,} (the seeds derived from it must stay below 2**32).",
+                       lower=0, upper=MAX_SEED)
     output_dir: str = option("runs/run", "Folder for the run's outputs.", path="writable_dir")
     resume: bool = option(True, "Continue from the output folder's last checkpoint (same flags "
                           "only); --noresume discards what the folder holds and starts over.")

@@ -33,6 +33,7 @@ with the next path.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import keras
@@ -76,9 +77,9 @@ class ConnectConfig:
     model_b: str | None = option(None, "Endpoint B (.keras); else trained from --seed_b.",
                                  path="file")
     seed_a: int = option(1, "Initialisation/shuffling seed of endpoint A when trained.",
-                         lower=0)
+                         lower=0, upper=config_lib.MAX_SEED)
     seed_b: int = option(2, "Initialisation/shuffling seed of endpoint B when trained.",
-                         lower=0)
+                         lower=0, upper=config_lib.MAX_SEED)
     methods: tuple = option(METHODS, "Path methods to run, each to B (and the aligned B).",
                             choices=METHODS, unique=True, nonempty=True)
     align: bool = option(True, "Also connect A to B permuted onto A by weight matching.")
@@ -141,6 +142,12 @@ def check(config: ConnectConfig) -> None:
                                                 for m in ("bezier", "polychain", "fip")):
         raise config_lib.InputError("--methods: bezier, polychain and fip are run at the "
                                     "geodesic's compute; include geodesic.")
+    if config.model_a and config.model_b and os.path.samefile(config.model_a, config.model_b):
+        raise config_lib.InputError(f"--model_a and --model_b are the same file "
+                                    f"({config.model_a}): there is no path to find.")
+    if not config.model_a and not config.model_b and config.seed_a == config.seed_b:
+        raise config_lib.InputError(f"--seed_a and --seed_b are both {config.seed_a}: the two "
+                                    "endpoints would be the same network.")
 
 
 def _endpoints(config, ds, train, state):
@@ -290,6 +297,9 @@ def run(config: ConnectConfig) -> results.Report:
     evaluated = validation if validation is not None else ds.test
     model_a, model_b = _endpoints(config, ds, train, state)
     a, b = weights_lib.get_trainable(model_a), weights_lib.get_trainable(model_b)
+    if paths.distance(a, b) == 0.0:
+        raise config_lib.InputError("--model_a and --model_b hold identical weights: there is "
+                                    "no path to find.")
     targets = {"B": b}
     if config.align:
         try:

@@ -6,7 +6,7 @@ import os
 import keras
 import numpy as np
 
-from tfgeo import model_wrapper
+from tfgeo import model_checks
 from tfgeo.models import registry
 
 from . import config as config_lib
@@ -75,7 +75,7 @@ def load(path: str, input_shape, num_classes: int, argument: str = "--start_mode
     if not all(np.isfinite(w).all() for w in model.get_weights()):
         raise config_lib.InputError(f"{argument}={path} has NaN or Inf weights.")
     try:
-        model_wrapper.check_network(model, f"{argument}={path}")
+        model_checks.check_network(model, f"{argument}={path}")
     except (TypeError, ValueError) as e:
         raise config_lib.InputError(str(e)) from None
     return model

@@ -127,6 +127,9 @@ class SparsifyConfig:
                                 upper=10_000_000)
     distill_learning_rate: float = option(1e-3, "Adam rate of label-free distillation.",
                                           lower=0.0, lower_open=True, upper=10.0)
+    distill_start: str = option("mask", "Start of label-free distillation: mask, layerwise or "
+                                "closer (as --projection_start).",
+                                choices=("mask", "layerwise", "closer"))
     distill_schedule: str = option("cosine", "Rate schedule of label-free distillation within "
                                    "a stage: constant, or cosine decay to 0.",
                                    choices=("constant", "cosine"))
@@ -274,7 +277,8 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
         method=method, mask=mask, ranking=config.ranking, prune_biases=config.prune_biases,
         prune_last_layer=config.prune_last_layer, refit_bias=config.layerwise_bias,
         steps=config.projection_steps if steps is None else steps,
-        start=config.projection_start, layers=config.projection_layers,
+        start=config.distill_start if method == "distill" else config.projection_start,
+        layers=config.projection_layers,
         output_metric=g.output_metric, logits_weight=config.logits_weight,
         solver=projection.Solver(damping=g.damping, max_iterations=g.cg_iterations,
                                  tolerance=g.cg_tolerance, preconditioner=g.preconditioner,
@@ -287,11 +291,13 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
         batch_size=config.batch_size, seed=None, verbose=0)
     result, = report.stages
     row.update({k: v for k, v in result.items()
-                if k not in ("stage", "sparsity", "method", "measured_sparsity")})
+                if k not in ("stage", "sparsity", "method", "measured_sparsity", "start")})
+    if "start" in result:
+        row["projection_start" if method == "geodesic" else "distill_start"] = result["start"]
     if result.get("start_distances"):
         logging.info("Projection from both starts: functional distance %s; kept the %s start.",
                      ", ".join(f"{s} {d:.4g}" for s, d in result["start_distances"].items()),
-                     result["projection_start"])
+                     result["start"])
     return report.masks
 
 
@@ -401,7 +407,7 @@ def run_study(model: keras.Model, stages, train: data.ArraySplit, validation, te
     methods = list(config.methods)
     dense_all = model.get_weights()
     dense = weights_lib.get_trainable(model)
-    which = pruning.prunable(dense, config.prune_biases, config.prune_last_layer)
+    which = pruning.prunable_variables(model, config.prune_biases, config.prune_last_layer)
     weights = {m: run_state.unpack_weights(m, state.arrays) or dense_all for m in methods}
     calibration = calibration_set(train, config.calibration_size, config.run.seed)
     rows = list(state.payload.get("rows", []))

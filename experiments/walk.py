@@ -16,6 +16,8 @@ from absl import logging
 from tfgeo import classification
 from tfgeo import distribute
 from tfgeo import geodesic_model
+from tfgeo import hidden_metric
+from tfgeo import metric_specs
 from tfgeo import losses
 from tfgeo import objectives
 from tfgeo.connect import paths
@@ -27,6 +29,7 @@ from . import data
 from . import evaluation
 from . import plotting
 from . import results
+from . import run_state
 from . import tensorboard
 
 option = config_lib.option
@@ -39,12 +42,25 @@ class WalkConfig:
     hidden: int = option(64, "Hidden width of the MLP.", lower=1, upper=100_000)
     train_epochs: int = option(40, "Epochs to train the starting network.", lower=1,
                                upper=100_000)
-    sparsity: float = option(0.9, "Fraction of kernel weights pruned in the target.", lower=0.0,
-                             upper=1.0, upper_open=True)
+    sparsity: float = option(0.9, "Fraction of kernel weights pruned in the target (> 0: "
+                             "at 0 there is nothing to walk toward).", lower=0.0,
+                             lower_open=True, upper=1.0, upper_open=True)
     steps: int = option(300, "Geodesic steps.", lower=1, upper=10_000_000)
     metric_batch: int = option(256, "Training inputs per metric batch (at most the training "
                                "split).", lower=1, upper=1347)
     record_every: int = option(20, "Evaluate on the test set every this many steps.", lower=1)
+
+
+def _check_metric(g, net) -> None:
+    """Refuses a --metric or --preconditioner the walk cannot use, before training."""
+    try:
+        kind, layers = metric_specs.parse_metric(g.metric)
+        if kind == "hidden":
+            hidden_metric.representation_names(net, layers)
+        metric_specs.check_preconditioner(g.preconditioner)
+    except ValueError as e:
+        raise config_lib.InputError(f"--metric={g.metric} --preconditioner={g.preconditioner}: "
+                                    f"{e}") from None
 
 
 def run(config: WalkConfig) -> results.Report:
@@ -53,6 +69,9 @@ def run(config: WalkConfig) -> results.Report:
     keras.utils.set_random_seed(config.run.seed)
     ds = data.load_digits(seed=config.run.seed)
     net = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(config.hidden,))
+    g = config.geodesic
+    _check_metric(g, net)
+    state = run_state.open_run(config)  # refuses a folder of a run with other flags
     net.compile("adam", losses.classification_loss(), metrics=["accuracy"])
     logging.info("Training the starting network (%d epochs)...", config.train_epochs)
     batches = data.to_dataset(ds.train, 64, shuffle=True, seed=config.run.seed,
@@ -64,10 +83,10 @@ def run(config: WalkConfig) -> results.Report:
     target = pruning.apply_masks(start, masks)
     # Pull only the pruned coordinates; the kept ones are free to compensate.
     objective = objectives.TowardTarget(target, keep=masks)
-    g = config.geodesic
     walker = geodesic_model.GeodesicModel(
         net, objective, step_size=g.step_size, damping=g.damping, output_metric=g.output_metric,
-        cg_max_iterations=g.cg_iterations, cg_tolerance=g.cg_tolerance)
+        cg_max_iterations=g.cg_iterations, cg_tolerance=g.cg_tolerance, metric=g.metric,
+        preconditioner=g.preconditioner)
     walker.compile(jit_compile=config_lib.jit_compile(config.run.compile, net),
                    loss=losses.classification_loss(), metrics=["accuracy"])
     start_distance = float(objective.distance(net))
@@ -98,7 +117,8 @@ def run(config: WalkConfig) -> results.Report:
         "sparsity": pruning.sparsity_of(end_pruned),
     }
     print(results.format_table(rows, list(rows[0])))
-    results.save_model(net, f"{config.run.output_dir}/walked.keras")
+    results.save_model(net, state.artifact("walked.keras"))
+    state.save(1, {"summary": summary}, {})  # the walk keeps no other state: a rerun redoes it
     distances = [r["distance_to_target"] for r in rows]
     return results.Report(
         f"digits MLP toward its {100 * config.sparsity:.0f}%-pruned copy",

@@ -193,8 +193,10 @@ def runner(config_cls, run, multi_worker: bool = False):
     if "strategy" not in FLAGS:
         define_strategy()
     caller = inspect.stack()[1].frame.f_globals["__name__"]
-    if caller == "__main__":  # absl names the main module by its path
-        caller = sys.argv[0]
-    for flag in FLAGS.get_key_flags_for_module(__name__):
-        FLAGS.register_key_flag_for_module(caller, flag)
+    # absl's --help lists the key flags of the module it takes for the main one,
+    # named by its path: sys.argv[0], the runner under `python -m`, or the
+    # console script (tfgeo-walk) that imports the runner by name.
+    for module in {caller, sys.argv[0]} - {"__main__"}:
+        for flag in FLAGS.get_key_flags_for_module(__name__):
+            FLAGS.register_key_flag_for_module(module, flag)
     return lambda: main(config_cls, run, multi_worker)

@@ -206,7 +206,7 @@ def test_zero_direction_and_empty_data_are_reported(trained):
     walker = geodesic_model.GeodesicModel(net, objectives.TaskLossDescent())
     walker.compile()
     empty = tf.data.Dataset.from_tensor_slices((ds.train.x[:0], ds.train.y[:0])).batch(8)
-    with pytest.warns(UserWarning, match="ran no step"):
+    with pytest.raises(ValueError, match="ran no step"):
         walker.fit(empty, epochs=1, verbose=0)
 
 

@@ -95,6 +95,10 @@ def geodesic_step(
     safe_norm = tf.where(ok, x_norm, tf.ones_like(x_norm))
     factor = tf.where(ok, eps / safe_norm, tf.zeros_like(eps))
     theta = vectors.scale(factor, cg.solution)
+    # A step too long for the dtype (eps near its largest value) overflows: no step.
+    finite = tf.math.is_finite(tf.sqrt(dot(theta, theta)))
+    theta = [tf.where(finite, t, tf.zeros_like(t)) for t in theta]
+    ok = ok & finite
     change = operator.quadratic_form(theta)
     v_norm = tf.sqrt(dot(v, v))
     denom = eps * v_norm

@@ -12,7 +12,7 @@ builds such a dataset from two datasets.
 from __future__ import annotations
 
 import math
-import warnings
+import numbers
 from typing import NamedTuple
 
 import keras
@@ -224,10 +224,12 @@ class GeodesicModel(WalkModel):
         if not isinstance(objective, objectives_lib.Objective):
             raise TypeError(
                 f"objective must be a tfgeo.objectives.Objective, got {type(objective).__name__}.")
-        if not (isinstance(step_size, (int, float)) and math.isfinite(step_size)
-                and step_size > 0):
+        # Any real number, numpy scalars included (np.float32(0.05) is not a float).
+        if not (isinstance(step_size, numbers.Real) and not isinstance(step_size, bool)
+                and math.isfinite(step_size) and step_size > 0):
             raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}.")
-        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+        if not (isinstance(damping, numbers.Real) and not isinstance(damping, bool)
+                and math.isfinite(damping) and damping >= 0):
             raise ValueError(f"damping must be a finite number >= 0, got {damping!r}.")
         if isinstance(cg_max_iterations, bool) or int(cg_max_iterations) != cg_max_iterations \
                 or cg_max_iterations < 1:
@@ -308,8 +310,9 @@ class GeodesicModel(WalkModel):
         """`keras.Model.fit`, refusing a walk that cannot move and saying when no step ran."""
         self.check_direction()
         history = super().fit(*args, **kwargs)
-        if not history.history:  # Keras logs nothing when no batch arrived
-            warnings.warn("GeodesicModel.fit ran no step: the dataset is empty.", stacklevel=2)
+        if not history.history and kwargs.get("epochs", 1) > kwargs.get("initial_epoch", 0):
+            # Keras logs nothing when no batch arrived.
+            raise ValueError("GeodesicModel.fit ran no step: the dataset is empty.")
         return history
 
     def metric_operator(self, metric_inputs):

@@ -25,6 +25,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfgeo import model_checks
 from tfgeo import batching
 from tfgeo import linear_operator
 from tfgeo import output_metrics
@@ -68,7 +69,8 @@ class HiddenMetricOperator(linear_operator.LinearOperator):
     def __init__(self, model: keras.Model, inputs, layers: Sequence[str] | None = None,
                  output_metric="euclidean", weights="scale", chunk_size: int | None = None,
                  training: bool = False):
-        weights_lib.check_trainable(model)
+        model_checks.check_network(model)
+        model_checks.check_inputs(inputs)
         variables = model.trainable_variables
         super().__init__([w.shape for w in variables], variables[0].dtype)
         self.model, self.inputs, self.training = model, inputs, training

@@ -18,6 +18,7 @@ stops and returns the last accepted iterate with a status code.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple, Sequence
 
@@ -60,10 +61,13 @@ def check_arguments(damping, max_iterations, tolerance) -> None:
         raise TypeError(f"max_iterations must be an integer, got {max_iterations!r}.")
     if max_iterations < 1:
         raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
-    if not (isinstance(tolerance, numbers.Real) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}.")
-    if isinstance(damping, numbers.Real) and not damping >= 0:
-        raise ValueError(f"damping must be >= 0, got {damping!r}.")
+    if not (isinstance(tolerance, numbers.Real) and 0 <= tolerance < math.inf):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}.")
+    value = damping
+    if tf.is_tensor(damping) and hasattr(damping, "numpy") and damping.shape.rank == 0:
+        value = float(damping.numpy())  # an eager tensor is checked like a number
+    if isinstance(value, numbers.Real) and not 0 <= value < math.inf:
+        raise ValueError(f"damping must be a finite number >= 0, got {value!r}.")
 
 
 def conjugate_gradient(

@@ -14,6 +14,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from tfgeo import model_checks
 from tfgeo import batching
 from tfgeo import linear_operator
 from tfgeo import output_metrics
@@ -56,6 +57,7 @@ def metric_vector_product(
     Returns:
       g v, a list of tensors shaped like `vector`.
     """
+    model_checks.check_network(model)
     weights_lib.check_vector(model, vector)
     metric = output_metrics.get(output_metric)
     variables = weights_lib.backing_variables(model)
@@ -79,6 +81,7 @@ def metric_quadratic_form(
     model, inputs, vector, output_metric="euclidean", training=False
 ) -> tf.Tensor:
     """<v, g v> = (1/N) sum_i ||J_i v||^2_{M_i}, from one JVP (no reverse pass)."""
+    model_checks.check_network(model)
     weights_lib.check_vector(model, vector)
     metric = output_metrics.get(output_metric)
     outputs, jv = output_jvp(model, inputs, vector, training=training)
@@ -97,7 +100,8 @@ class MetricOperator(linear_operator.LinearOperator):
 
     def __init__(self, model: keras.Model, inputs, output_metric="euclidean",
                  training: bool = False, chunk_size: int | None = None):
-        weights_lib.check_trainable(model)
+        model_checks.check_network(model)
+        model_checks.check_inputs(inputs)
         variables = model.trainable_variables
         super().__init__([w.shape for w in variables], variables[0].dtype)
         self.model = model

@@ -11,26 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfgeo import distribute
-
-
-def check_network(model, argument: str = "model") -> None:
-    """Raises unless `model` is a built Keras model with trainable weights that
-    outputs logits (tfgeo's metrics and losses assume logits, not probabilities)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"{argument} must be a keras.Model, got {type(model).__name__}.")
-    if not model.built:
-        raise ValueError(f"{argument} must be built (call it once or give it an Input).")
-    if not model.trainable_variables:
-        raise ValueError(f"{argument} has no trainable weights.")
-    last = model.layers[-1] if getattr(model, "layers", None) else None
-    activation = getattr(last, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") in ("softmax", "sigmoid"):
-        raise ValueError(
-            f"{argument} ends in a {activation.__name__} activation (layer {last.name!r}); "
-            "tfgeo's metrics and losses need logits: remove the final activation.")
-    if last is not None and isinstance(last, keras.layers.Softmax):
-        raise ValueError(f"{argument} ends in a Softmax layer ({last.name!r}); tfgeo's metrics "
-                         "and losses need logits: remove it.")
+from tfgeo import model_checks
 
 
 class ModelWrapper(keras.Model):
@@ -46,7 +27,7 @@ class ModelWrapper(keras.Model):
 
     def __init__(self, model: keras.Model, **kwargs):
         super().__init__(**kwargs)
-        check_network(model)
+        model_checks.check_network(model)
         self.model = model
 
     def call(self, inputs, training=False):

@@ -109,3 +109,21 @@ def test_allocation_of_other_shapes_is_refused():
     w = [np.ones((3, 2)), np.ones((2,))]
     with pytest.raises(ValueError, match="allocation"):
         pruning.magnitude_masks(w, 0.5, allocation=[np.ones((2, 3)), np.ones((2,))])
+
+
+def test_biases_are_told_apart_by_name_not_rank():
+    # MultiHeadAttention's query/key/value biases are 2-d: [heads, key_dim].
+    import keras
+    from tfgeo.sparsify import pruning as pruning_lib
+    inp = keras.Input((4, 6))
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)(inp, inp)
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    model = keras.Model(inp, out)
+    which = pruning_lib.prunable_variables(model)
+    for v, p in zip(model.trainable_variables, which):
+        assert p == ("kernel" in v.path), (v.path, v.shape, p)
+    assert any(len(v.shape) == 2 and "bias" in v.path for v in model.trainable_variables)
+    with_biases = pruning_lib.prunable_variables(model, biases=True)
+    assert all(with_biases)
+    last = pruning_lib.prunable_variables(model, last_layer=False)
+    assert not last[-1] and not last[-2]  # the output Dense's kernel and bias

@@ -41,7 +41,7 @@ import tensorflow as tf
 from tfgeo import callbacks as callbacks_lib
 from tfgeo import distribute
 from tfgeo import losses
-from tfgeo import model_wrapper
+from tfgeo import model_checks
 from tfgeo.connect import paths
 from tfgeo import weights as weights_lib
 
@@ -148,7 +148,7 @@ class CurveModel(keras.Model):
                  weight_decay: float = 0.0, seed: int | None = None, t_eval: float = 0.5,
                  **kwargs):
         super().__init__(**kwargs)
-        model_wrapper.check_network(network, "network")
+        model_checks.check_network(network, "network")
         check_no_batch_norm(network)
         _check_kind(kind, num_bends)
         if not (np.isfinite(weight_decay) and weight_decay >= 0):

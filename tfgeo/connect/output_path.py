@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfgeo import model_wrapper
+from tfgeo import model_checks
 from tfgeo.connect import paths
 from tfgeo import weights as weights_lib
 
@@ -78,7 +78,7 @@ def output_path(model: keras.Model, target, inputs, num_steps: int = 50,
     on batches of "batch" = N inputs), "output_distance" (D after each step's
     solve), "seconds"}. The model ends at B.
     """
-    model_wrapper.check_network(model)
+    model_checks.check_network(model)
     for name, value in (("num_steps", num_steps), ("inner_steps", inner_steps)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")

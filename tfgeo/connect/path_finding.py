@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfgeo import model_checks
 from tfgeo import classification
 from tfgeo import cost
 from tfgeo import weights as weights_lib
@@ -337,8 +338,9 @@ def _fip(model, a, b, x, y, s: FIP, budget, seed, jit):
 
 def _check(model_a, model_b, x, y, method, num_points, budget, verbose):
     for name, m in (("model_a", model_a), ("model_b", model_b)):
-        if not isinstance(m, keras.Model) or not m.built:
-            raise ValueError(f"{name} must be a built keras.Model, got {type(m).__name__}.")
+        if not isinstance(m, keras.Model):
+            raise ValueError(f"{name} must be a keras.Model, got {type(m).__name__}.")
+        model_checks.check_network(m, name)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if weights_lib.shapes(model_a) != weights_lib.shapes(model_b):

@@ -60,7 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo.connect import curves
-from tfgeo import model_wrapper
+from tfgeo import model_checks
 from tfgeo import output_metrics
 from tfgeo.connect import paths
 from tfgeo import representations as representations_lib
@@ -106,7 +106,7 @@ class RelaxedPath:
                  representations: str = "logits", loss_weight: float = 0.0, initial=None,
                  optimizer=None, jit_compile: bool = True, parametrization: str = "bezier",
                  num_bends: int = 1, seed: int | None = 0):
-        model_wrapper.check_network(network, "network")
+        model_checks.check_network(network, "network")
         curves.check_no_batch_norm(network)
         if isinstance(num_points, bool) or int(num_points) != num_points or num_points < 1:
             raise ValueError(f"num_points must be an integer >= 1, got {num_points!r}.")

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import model_checks
 from tfgeo import classification
 from tfgeo import geodesic_model
 from tfgeo import losses
@@ -325,8 +326,9 @@ class ContinualLearner:
 
     def __init__(self, model: keras.Model, method: str = "geodesic", *, seed: int = 0,
                  jit_compile: bool = False, verbose: int = 0, **settings):
-        if not isinstance(model, keras.Model) or not model.built:
-            raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}.")
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
+        model_checks.check_network(model)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
         unknown = set(settings) - set(Settings._fields)

@@ -34,12 +34,13 @@ reported as `curvature_examples`).
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import model_checks
 from tfgeo import batching
 from tfgeo import hidden_metric
 from tfgeo import kfac
@@ -251,6 +252,8 @@ def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metr
     """Projects `model` (its weights are w0) onto `mask` by one metric-minimal
     correction; assigns the result to the model and returns a report."""
     began = time.time()
+    model_checks.check_network(model)
+    model_checks.check_inputs(inputs)
     w0 = weights_lib.get_trainable(model)
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
     objective = _Objective(model, inputs, ref, mask, output_metric, solver)

@@ -42,6 +42,31 @@ def prunable(weights: Sequence[np.ndarray], biases: bool = False,
     return which
 
 
+def is_bias(variable) -> bool:
+    """Whether a trainable variable is a bias or another per-unit vector (not a
+    kernel): decided by its name, not its rank, since MultiHeadAttention's and
+    GRU's biases are 2-d (e.g. "query/bias" [heads, dim], "gru_cell/bias" [2, 3u])."""
+    name = getattr(variable, "path", None) or getattr(variable, "name", "")
+    last = name.split("/")[-1].split(":")[0]
+    return "bias" in last or len(variable.shape) < 2
+
+
+def prunable_variables(model, biases: bool = False, last_layer: bool = True) -> list[bool]:
+    """`prunable` for a model's trainable variables, biases told apart by name
+    (`is_bias`): kernels always; biases and other per-unit vectors only if
+    `biases`; the last kernel and what follows it only if `last_layer`."""
+    variables = model.trainable_variables
+    which = [not is_bias(v) or biases for v in variables]
+    if not last_layer:
+        kernels = [i for i, v in enumerate(variables) if not is_bias(v)]
+        if kernels:
+            for i in range(kernels[-1], len(variables)):
+                which[i] = False
+    if not any(which):
+        raise ValueError("No tensor is prunable with these choices.")
+    return which
+
+
 def _check_sparsity(sparsity):
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import model_checks
 from tfgeo import batching
 from tfgeo import cost
 from tfgeo import output_metrics
@@ -63,7 +64,7 @@ class PruneReport:
     Each stage: stage (1-based), sparsity (asked), measured_sparsity (exact
     zeros over prunable entries), method, functional_distance (D to the
     reference on the inputs), gradient_equivalents, seconds, and the method's
-    own counters (steps, cg_iterations, projection_start, ...).
+    own counters (steps, cg_iterations, start, ...).
     """
 
     def __init__(self, stages: list[dict], masks: list[np.ndarray], which: list[bool]):
@@ -108,9 +109,10 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
         reference drops), "magnitude" (`ranking` over |w|), "wanda" or "obs"
         (calibration-based). "magnitude" method prunes the reference itself.
       steps: Gauss-Newton steps per stage (geodesic).
-      start: where the projection starts: "mask" (the masked network),
-        "layerwise" (its layer-wise reconstruction) or "closer" (both, keeping
-        the one nearer the reference's function on `inputs`; twice the cost).
+      start: where the projection (or distillation) starts: "mask" (the masked
+        network), "layerwise" (its layer-wise reconstruction) or "closer"
+        (both, keeping the one nearer the reference's function on `inputs`;
+        the cost of both).
       layers: "logits" (D on the outputs) or "hidden" (every weighted layer's
         pre-activation too); geodesic and distill.
       output_metric: the divergence on the outputs ("fisher": KL; see
@@ -139,7 +141,7 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
         np.asarray(w) for w in reference]
     weights_lib.check_vector(model, reference)
     allocation = reference if allocation is None else [np.asarray(w) for w in allocation]
-    which = pruning.prunable(reference, prune_biases, prune_last_layer)
+    which = pruning.prunable_variables(model, prune_biases, prune_last_layer)
     names = None if layers == "logits" else "hidden"
     n = batching.num_examples(inputs)
     rows, masks = [], None
@@ -162,22 +164,11 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
                 layerwise.reconstruct(model, masks, inputs, refit_bias=refit_bias, apply=True)
                 row.update(gradient_equivalents=reconstruction_cost(model, n, batch_size),
                            steps=0)
-            elif method == "distill":
-                d = distillation_settings
-                res = distillation.distill(
-                    model, masks, inputs, d.steps, d.batch_size, d.learning_rate, d.schedule,
-                    names, output_metric, logits_weight, start=current,
-                    seed=0 if seed is None else int(seed) + k, jit_compile=solver.jit_compile,
-                    chunk_size=solver.chunk_size, reference_weights=reference)
-                row.update(steps=res["steps"], functional_distance=res["distance"],
-                           gradient_equivalents=cost.gradient_equivalents(
-                               gradients=res["gradients"], batch=res["batch"],
-                               reference_batch=batch_size) + cost.gradient_equivalents(
-                               forwards=res["forwards"], batch=n, reference_batch=batch_size))
             else:
-                row.update(_project(model, masks, inputs, reference, current, start, steps,
-                                    names, output_metric, logits_weight, solver, refit_bias,
-                                    batch_size, verbose))
+                row.update(_recover(method, model, masks, inputs, reference, current, start,
+                                    steps, names, output_metric, logits_weight, solver,
+                                    distillation_settings, refit_bias, batch_size, verbose,
+                                    0 if seed is None else int(seed) + k))
         row["seconds"] = time.time() - began
         row["measured_sparsity"] = _verify(model, masks, which, method, k)
         if "functional_distance" not in row:
@@ -232,10 +223,21 @@ def projection_cost(report: dict, batch_size: int) -> float:
         batch=n, reference_batch=batch_size)
 
 
-def _project(model, masks, inputs, reference, current, start, steps, names, output_metric,
-             logits_weight, solver, refit_bias, batch_size, verbose) -> dict:
-    """The projection from each of `start`'s starting points; keeps the one whose
-    result is nearer the reference's function (no labels needed)."""
+def distillation_cost(report: dict, batch_size: int) -> float:
+    """Gradient-equivalents of a `distillation.distill` report: a gradient per step
+    on its batch, and its forward passes over all of its inputs."""
+    return cost.gradient_equivalents(
+        gradients=report["gradients"], batch=report["batch"],
+        reference_batch=batch_size) + cost.gradient_equivalents(
+        forwards=report["forwards"], batch=report["examples"], reference_batch=batch_size)
+
+
+def _recover(method, model, masks, inputs, reference, current, start, steps, names,
+             output_metric, logits_weight, solver, distill, refit_bias, batch_size, verbose,
+             seed) -> dict:
+    """The projection (method "geodesic") or distillation ("distill") from each of
+    `start`'s starting points; keeps the result nearer the reference's function
+    on the inputs (no labels needed)."""
     n = batching.num_examples(inputs)
     outcomes = {}
     for begin in (("mask", "layerwise") if start == "closer" else (start,)):
@@ -245,18 +247,28 @@ def _project(model, masks, inputs, reference, current, start, steps, names, outp
             initial, _ = layerwise.reconstruct(model, masks, inputs, refit_bias=refit_bias)
             extra = reconstruction_cost(model, n, batch_size)
             weights_lib.set_trainable(model, reference)
-        on_step = _print_step if verbose >= 2 else None
-        report = projection.gauss_newton_projection(
-            model, masks, inputs, layers=names, output_metric=output_metric, steps=steps,
-            solver=solver, start=initial, logits_weight=logits_weight, on_step=on_step)
-        report["gradient_equivalents"] = extra + projection_cost(report, batch_size)
+        if method == "geodesic":
+            report = projection.gauss_newton_projection(
+                model, masks, inputs, layers=names, output_metric=output_metric, steps=steps,
+                solver=solver, start=initial, logits_weight=logits_weight,
+                on_step=_print_step if verbose >= 2 else None)
+            report["gradient_equivalents"] = extra + projection_cost(report, batch_size)
+        else:
+            report = distillation.distill(
+                model, masks, inputs, distill.steps, distill.batch_size, distill.learning_rate,
+                distill.schedule, names, output_metric, logits_weight, start=initial,
+                seed=seed, jit_compile=solver.jit_compile, chunk_size=solver.chunk_size,
+                reference_weights=reference)
+            report["gradient_equivalents"] = extra + distillation_cost(report, batch_size)
         outcomes[begin] = (report, weights_lib.get_trainable(model))
     chosen = min(outcomes, key=lambda b: outcomes[b][0]["distance"])
     report = outcomes[chosen][0]
     weights_lib.set_trainable(model, outcomes[chosen][1])
-    row = {"steps": report["steps"], "cg_iterations": report["cg_iterations"],
-           "functional_distance": report["distance"], "projection_start": chosen,
+    row = {"steps": report["steps"], "functional_distance": report["distance"],
+           "start": chosen,
            "gradient_equivalents": sum(r["gradient_equivalents"] for r, _ in outcomes.values())}
+    if method == "geodesic":
+        row["cg_iterations"] = report["cg_iterations"]
     if len(outcomes) > 1:
         row["start_distances"] = {b: r["distance"] for b, (r, _) in outcomes.items()}
     return row
@@ -302,11 +314,9 @@ def _verify(model, masks, which, method, k) -> float:
 
 def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, steps,
            batch_size, verbose) -> list[float]:
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(f"model must be a built keras.Model, got {type(model).__name__}.")
-    if not model.trainable_variables:
-        raise ValueError("model has no trainable weights to prune.")
-    _refuse_softmax(model)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
+    model_checks.check_network(model)
     for name, value, allowed in (("method", method, METHODS), ("mask", mask, MASKS),
                                  ("start", start, STARTS), ("layers", layers, ("logits", "hidden")),
                                  ("output_metric", output_metric, output_metrics.NAMES)):
@@ -341,11 +351,3 @@ def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, 
         raise ValueError(f"the model does not accept inputs of this shape: "
                          f"{str(e).splitlines()[0]}") from None
     return [float(s) for s in stages]
-
-
-def _refuse_softmax(model):
-    last = model.layers[-1] if getattr(model, "layers", None) else None
-    activation = getattr(last, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") == "softmax":
-        raise ValueError(f"The model's last layer {last.name!r} applies a softmax; tfgeo needs "
-                         "logits (remove the activation, or use from_logits losses).")
