@@ -335,6 +335,8 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
     start; the step rule is `levenberg_marquardt`'s.
     """
     began = time.time()
+    model_checks.check_network(model)
+    model_checks.check_inputs(inputs)
     w0 = weights_lib.get_trainable(model)
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
     start = [w * np.asarray(k) for w, k in zip(w0, mask)] if start is None else [
