@@ -187,7 +187,8 @@ def main(_):
         panels.append((f"{100 * s:g}% sparsity: test accuracy (chosen on validation)",
                        {fam: ([r["gradient_equivalents"] for r in pts],
                               [r["test_accuracy"] for r in pts])
-                        for fam, pts in front.items() if pts}))
+                        # Zero-cost one-shot pruning has no place on a log axis (tables).
+                        for fam, pts in front.items() if pts and pts[-1]["gradient_equivalents"]}))
         print(f"\n{100 * s:g}% frontier (chosen on validation; test accuracy, cumulative GE):")
         for fam, pts in front.items():
             print(f"  {fam:<22} " + "  ".join(
@@ -195,7 +196,7 @@ def main(_):
     plot = os.path.splitext(FLAGS.output)[0] + ".png"
     plotting.panel_plot(plot, panels, xlabel="gradient-equivalents (cumulative, log scale)",
                         title=f"label-free frontier, {FLAGS.model} on {FLAGS.dataset}",
-                        xlog=True)
+                        xlog=True, ylow=0.9)
     print(f"wrote {FLAGS.output} and {plot}")
     del np
 

@@ -70,9 +70,11 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     return _save(fig, path)
 
 
-def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = False) -> str:
+def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = False,
+               ylow: float | None = None) -> str:
     """Writes a PNG with one panel per (ylabel, {label: (xs, ys)}) in `panels`,
-    side by side with a shared x label (log scale with `xlog`); returns path."""
+    side by side with a shared x label (log scale with `xlog`; y axis from
+    `ylow` if given, points below it clipped out of view); returns path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,6 +87,8 @@ def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = Fa
             ax.plot(xs, ys, marker="o", markersize=2 if not xlog else 4, label=label)
         if xlog:
             ax.set_xscale("log")
+        if ylow is not None:
+            ax.set_ylim(bottom=ylow)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
