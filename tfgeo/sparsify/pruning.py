@@ -31,12 +31,17 @@ def prunable(weights: Sequence[np.ndarray], biases: bool = False,
     """Which tensors may be pruned: kernels (ndim >= 2); 1-d tensors (biases,
     normalisation scales) only if `biases`; the last kernel and the 1-d
     tensors after it (the output layer) only if `last_layer`."""
-    which = [np.ndim(w) >= 2 or biases for w in weights]
-    if not last_layer:
-        kernels = [i for i, w in enumerate(weights) if np.ndim(w) >= 2]
-        if kernels:
-            for i in range(kernels[-1], len(weights)):
-                which[i] = False
+    return _which([np.ndim(w) >= 2 for w in weights], biases, last_layer)
+
+
+def _which(kernel: list[bool], biases: bool, last_layer: bool) -> list[bool]:
+    """Kernels, other tensors only if `biases`, nothing from the last kernel on
+    unless `last_layer`; raises if that leaves nothing."""
+    which = [k or biases for k in kernel]
+    kernels = [i for i, k in enumerate(kernel) if k]
+    if not last_layer and kernels:
+        for i in range(kernels[-1], len(kernel)):
+            which[i] = False
     if not any(which):
         raise ValueError("No tensor is prunable with these choices.")
     return which
@@ -55,16 +60,7 @@ def prunable_variables(model, biases: bool = False, last_layer: bool = True) -> 
     """`prunable` for a model's trainable variables, biases told apart by name
     (`is_bias`): kernels always; biases and other per-unit vectors only if
     `biases`; the last kernel and what follows it only if `last_layer`."""
-    variables = model.trainable_variables
-    which = [not is_bias(v) or biases for v in variables]
-    if not last_layer:
-        kernels = [i for i, v in enumerate(variables) if not is_bias(v)]
-        if kernels:
-            for i in range(kernels[-1], len(variables)):
-                which[i] = False
-    if not any(which):
-        raise ValueError("No tensor is prunable with these choices.")
-    return which
+    return _which([not is_bias(v) for v in model.trainable_variables], biases, last_layer)
 
 
 def _check_sparsity(sparsity):
