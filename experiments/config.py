@@ -14,6 +14,7 @@ Groups shared by the applications: `RunConfig` (seed, output folder),
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from typing import Any, Sequence
@@ -134,9 +135,44 @@ def flat(config, prefix: str = "") -> dict:
     return out
 
 
+#: Suffix of the identity entry holding an input file's fingerprint.
+CONTENT = "#content"
+
+
 def identity(config) -> dict:
-    """The flags that define what a run computes (all but `PRESENTATION`)."""
-    return {k: v for k, v in flat(config).items() if k not in PRESENTATION}
+    """What defines a run's results: its flags (all but `PRESENTATION`) and
+    the content of every input file or folder they name (`{flag}#content`, a
+    sha256), so a run resumed after an input was replaced is refused."""
+    out = {k: v for k, v in flat(config).items() if k not in PRESENTATION}
+    for name, value in _inputs(config):
+        out[name + CONTENT] = fingerprint(value)
+    return out
+
+
+def _inputs(config, prefix: str = ""):
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _inputs(value, prefix + f.metadata.get("prefix", ""))
+        elif f.metadata.get("path") in ("file", "exists") and isinstance(value, str):
+            yield prefix + f.name, value
+
+
+def fingerprint(path: str) -> str:
+    """sha256 of a file's bytes, or of a folder's relative file names and
+    bytes (sorted), as hex."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        files = sorted(os.path.relpath(os.path.join(root, name), path)
+                       for root, _, names in os.walk(path) for name in names)
+    else:
+        files = [""]
+    for rel in files:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(path, rel) if rel else path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def nested(cls, prefix: str = "", **defaults):

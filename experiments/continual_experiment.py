@@ -282,6 +282,7 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
     data_ = task_data(tasks)
     if state.completed == 0:
         began = time.time()
+        logging.info("Task 0 (%s), one network shared by every method:", tasks[0].name)
         learner_lib.learn_first(model, data_[0], settings(config), config.run.seed, jit_compile,
                                 config.run.verbose)
         first_row = evaluate_row(model, tasks)
@@ -304,6 +305,8 @@ def run_sequence(build_model, sequence: TaskSequence, config: ContinualConfig,
             model = build_model()
             model.set_weights(weights[method])
             method_state = {"stored": stored.get(method)}
+            # Keras's progress lines that follow belong to this method and task.
+            logging.info("Task %d (%s), method %s:", index, tasks[index].name, method)
             if method == "ewc":
                 # The penalty of the tasks consolidated so far travels with the checkpoint.
                 method_state["ewc"] = ewc.EWCModel(model, config.ewc_strength)

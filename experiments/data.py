@@ -89,6 +89,8 @@ def load_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = N
     builder = tfds.builder(name, data_dir=data_dir)
     if manual_dir is not None and not builder.is_prepared():
         check_manual_dir(builder, manual_dir)
+    elif not builder.is_prepared() and _downloads(builder):
+        check_reachable(builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     splits = {}
@@ -104,6 +106,30 @@ def load_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = N
         input_shape=tuple(splits["train"].x.shape[1:]),
         num_classes=builder.info.features["label"].num_classes, name=name,
     )
+
+
+def _downloads(builder) -> bool:
+    # tfds.testing.mock_data replaces download_and_prepare (nothing is fetched).
+    return type(builder).download_and_prepare.__module__.startswith("tensorflow_datasets.core")
+
+
+def check_reachable(builder, timeout: float = 5.0) -> None:
+    """Raises ValueError at once when a dataset must be downloaded and its
+    servers cannot be reached, instead of tfds's minutes of retries, naming
+    the offline route (`--manual_dir` / $TFGEO_MANUAL_DIR) and its files."""
+    import socket
+    from urllib.parse import urlparse
+
+    urls = sorted((getattr(builder, "url_infos", None) or {}).keys())
+    for host in sorted({urlparse(u).hostname for u in urls if urlparse(u).hostname}):
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+        except OSError:
+            names = ", ".join(u.rsplit("/", 1)[-1] for u in urls)
+            raise ValueError(
+                f"{builder.name} is not prepared in {builder.data_dir} and {host} cannot be "
+                f"reached to download it: give --manual_dir (or ${MANUAL_DIR_ENV}) a folder "
+                f"holding the original files ({names}).") from None
 
 
 def check_manual_dir(builder, manual_dir: str) -> None:

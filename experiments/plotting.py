@@ -51,9 +51,15 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     import numpy as np
 
     n = len(matrices)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.6), dpi=120, squeeze=False)
+    # A near-square grid: a row of eight maps is too wide to read at 100 %.
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 0.8, 3.4 * rows + 0.4), dpi=120,
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
     image = None
-    for ax, (label, m) in zip(axes[0], matrices.items()):
+    for ax, (label, m) in zip(axes.flat, matrices.items()):
         m = np.asarray(m, dtype=float)
         image = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="viridis")
         for (i, j), v in np.ndenumerate(m):
@@ -63,10 +69,11 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
         ax.set_xlabel(xlabel)
         ax.set_xticks(range(m.shape[1]))
         ax.set_yticks(range(m.shape[0]))
-    axes[0][0].set_ylabel(ylabel)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+        fig.suptitle(title, fontsize=10)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
     return _save(fig, path)
 
 

@@ -39,6 +39,12 @@ def _normalise(flags: dict) -> dict:
                                  sort_keys=True, default=str))
 
 
+def _describe(key: str) -> str:
+    if key.endswith(config_lib.CONTENT):
+        return f"the content of --{key[:-len(config_lib.CONTENT)]}"
+    return "--" + key
+
+
 class RunState:
     """Progress of one run in `output_dir`.
 
@@ -62,11 +68,12 @@ class RunState:
                             if saved["flags"].get(k) != self.flags.get(k))
             if differ:
                 raise ValueError(
-                    f"{output_dir} holds a run with other flags "
-                    f"({', '.join('--' + k for k in differ)}); use another --output_dir, the "
-                    "same flags, or --noresume to discard it and start over.")
+                    f"{output_dir} holds a run with other flags or inputs "
+                    f"({', '.join(map(_describe, differ))}); use another --output_dir, the "
+                    "same flags and inputs, or --noresume to discard it and start over.")
             self.completed, self.payload = int(saved["completed"]), saved["payload"]
             self.arrays, self.artifacts = saved["arrays"], list(saved.get("artifacts", []))
+            self._write_json()  # the readable copy may have been damaged; the arrays were not
             return
         if saved is not None:
             self._discard(saved.get("artifacts", []))
@@ -86,30 +93,47 @@ class RunState:
             raise ValueError(
                 f"{path} is unreadable ({type(e).__name__}: {first}); remove it, use another "
                 "--output_dir, or --noresume to start over.") from None
+        for key, array in arrays.items():
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"{path} holds non-finite values ({key}); remove it, use another "
+                    "--output_dir, or --noresume to start over.")
         saved["arrays"] = arrays
         return saved
 
     def _discard(self, artifacts):
         for name in artifacts:
             path = os.path.join(self.output_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
-            else:
-                continue
+            try:
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.unlink(path)
+                else:
+                    continue
+            except OSError as e:
+                raise ValueError(f"--noresume cannot delete {path} of the earlier run "
+                                 f"({e.strerror or type(e).__name__}); delete it by hand or "
+                                 "use another --output_dir.") from None
             self.discarded.append(name)
         if self.discarded:
             logging.warning("--noresume: deleted %s of the earlier run in %s.",
                             ", ".join(self.discarded), self.output_dir)
 
-    def _write(self):
+    def _meta(self) -> str:
         meta = {"flags": self.flags, "completed": self.completed, "payload": self.payload,
                 "artifacts": self.artifacts}
-        text = json.dumps(meta, sort_keys=True, default=float)
+        return json.dumps(meta, sort_keys=True, default=float)
+
+    def _write(self):
+        text = self._meta()
         results.write_arrays(os.path.join(self.output_dir, STATE_ARRAYS),
                              {**self.arrays, _META: np.array(text)})
-        results.write_json(os.path.join(self.output_dir, STATE_JSON), json.loads(text))
+        self._write_json(text)
+
+    def _write_json(self, text: str | None = None):
+        results.write_json(os.path.join(self.output_dir, STATE_JSON),
+                           json.loads(text or self._meta()))
 
     def save(self, completed: int, payload: dict, arrays: dict) -> None:
         """Records `completed` units in one atomic file (the arrays with the

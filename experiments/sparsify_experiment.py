@@ -518,8 +518,8 @@ def report(rows, stages, title: str, split: str) -> results.Report:
     dense = next((r for r in rows if r["method"] == "dense"), {})
     caption = (f"dense {split} accuracy {dense.get(f'{split}_accuracy', float('nan')):.4f}; "
                f"{split} accuracy per method, then each method's gradient-equivalents per "
-               "stage (label-free: one_shot, layerwise, geodesic, geodesic_walk; label-using: "
-               "finetune, gradual, geodesic_finetune):")
+               f"stage (label-free: {', '.join(LABEL_FREE)}; label-using: "
+               f"{', '.join(LABEL_USING)}):")
     return results.Report(
         title, {"schedule": stages, "cost_rule": cost.COSTS, "rows": rows}, table, columns,
         caption, plots={"accuracy.png": lambda path: plot(rows, path, title, split)})

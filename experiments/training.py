@@ -36,7 +36,7 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
                      epochs: int = 20, batch_size: int = 128, learning_rate: float = 1e-3,
                      lr_schedule: str = "constant", seed: int = 0, jit_compile: bool = False,
                      verbose: int = 2, state: run_state_lib.RunState | None = None,
-                     augment: str = "none") -> dict:
+                     augment: str = "none", validation_name: str = "val") -> dict:
     """Trains a logits classifier with Adam on sparse cross-entropy.
 
     Args:
@@ -45,8 +45,11 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
       state: if given, the weights, optimizer state and history are saved in
         it after every epoch, and training resumes after `state.completed` epochs.
       augment: 'none', 'crop_flip' or 'auto' (crop_flip for 32x32x3 images).
+      validation_name: prefix of the metrics on `validation` in the progress
+        output and the history ('test' when it is the test split).
     Returns:
-      {metric name: [value per epoch]} (loss, accuracy, val_loss, val_accuracy).
+      {metric name: [value per epoch]} (loss, accuracy, {validation_name}_loss,
+      {validation_name}_accuracy).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}.")
@@ -73,6 +76,11 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
                               run_state_lib.unpack_weights("optimizer", state.arrays)):
             var.assign(value)
         logging.info("Resuming training after epoch %d of %d.", start, epochs)
+    evaluations = []
+    if validation is not None and validation_name != "val":
+        # Keras names every validation_data metric val_*; a test split is not one.
+        evaluations = [_EvaluateSplit(validation_name, data.to_dataset(validation, 1024))]
+        validation = None
     for epoch in range(start, epochs):
         fitted = model.fit(
             data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch),
@@ -80,7 +88,7 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
             epochs=epoch + 1, initial_epoch=epoch,
             validation_data=None if validation is None else data.to_dataset(validation, 1024),
             verbose=verbose, shuffle=False,  # the pipeline shuffles
-            callbacks=tensorboard.callbacks("training"))
+            callbacks=evaluations + tensorboard.callbacks("training"))
         for name, values in fitted.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if not all(np.isfinite(v[-1]) for v in history.values()):
@@ -93,6 +101,20 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
                 "optimizer", [v.numpy() for v in model.optimizer.variables]))
             state.save(epoch + 1, {"history": history}, arrays)
     return history
+
+
+class _EvaluateSplit(keras.callbacks.Callback):
+    """Adds `{name}_{metric}` on `dataset` to each epoch's logs (before the
+    progress line is printed: Keras appends its progress logger last)."""
+
+    def __init__(self, name: str, dataset):
+        super().__init__()
+        self.name, self.dataset = name, dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            scores = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+            logs.update({f"{self.name}_{k}": float(v) for k, v in scores.items()})
 
 
 def resolve_augment(augment: str, split) -> str:
@@ -121,12 +143,13 @@ def run(config: BaseTrainingConfig) -> results.Report:
     keras.utils.set_random_seed(config.run.seed)
     model = networks.build(config.network, ds.input_shape, ds.num_classes)
     t = config.train
-    # Without a validation split, the test split is shown each epoch.
+    # Without a validation split, the test split is shown each epoch, named so.
     train_classifier(model, train, validation if validation is not None else ds.test,
                      epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
                      lr_schedule=t.lr_schedule, seed=config.run.seed,
                      jit_compile=config_lib.jit_compile(config.run.compile, model),
-                     verbose=config.run.verbose, state=state, augment=t.augment)
+                     verbose=config.run.verbose, state=state, augment=t.augment,
+                     validation_name="val" if validation is not None else "test")
     train_eval = classification.evaluate_classifier(model, train.x, train.y)
     test_eval = classification.evaluate_classifier(model, ds.test.x, ds.test.y)
     summary = {"train_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
@@ -160,8 +183,8 @@ def start_network(path: str | None, network: config_lib.NetworkConfig,
     logging.info("Training %s (%s, %d epochs, seed %d)...", name, network.model, train.epochs,
                  seed)
     train_classifier(model, train_split, validation, epochs=train.epochs,
-                              batch_size=train.batch_size, learning_rate=train.learning_rate,
-                              lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
-                              verbose=verbose, augment=train.augment)
+                     batch_size=train.batch_size, learning_rate=train.learning_rate,
+                     lr_schedule=train.lr_schedule, seed=seed, jit_compile=jit_compile,
+                     verbose=verbose, augment=train.augment)
     results.save_model(model, state.artifact(name))
     return model

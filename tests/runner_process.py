@@ -19,6 +19,46 @@ def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_cases(module: str, cases: list, timeout: int = 900) -> list:
+    """`run_module(module, *args)` for each argument list in `cases`, in one
+    process (tests/runner_cases.py): one TensorFlow start for many fast
+    checks. Each outcome has .returncode, .stdout and .stderr."""
+    proc = subprocess.run([sys.executable, "-m", "tests.runner_cases", module], cwd=ROOT,
+                          env=runner_env(), input=json.dumps([list(c) for c in cases]),
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tests.runner_cases {module} failed:\n{proc.stderr[-3000:]}")
+    return [subprocess.CompletedProcess([module, *c], o["returncode"], o["stdout"], o["stderr"])
+            for c, o in zip(cases, json.loads(proc.stdout))]
+
+
+def run_named_cases(cases: dict) -> dict:
+    """{name: (module, args)} -> {name: outcome}: `run_cases`, one process per module."""
+    by_module: dict = {}
+    for name, (module, args) in cases.items():
+        by_module.setdefault(module, []).append((name, list(args)))
+    outcomes = {}
+    for module, named in by_module.items():
+        for (name, _), outcome in zip(named, run_cases(module, [a for _, a in named])):
+            outcomes[name] = outcome
+    return outcomes
+
+
+def case_outcomes(module: str, cases: list):
+    """A module-scoped pytest fixture: `module`'s outcome on each (args, ...)
+    of `cases`, each with its own --output_dir, run in one process (the
+    README's `--dist loadfile` keeps a test module on one pytest worker)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        root = tmp_path_factory.mktemp(module.replace(".", "_"))
+        return run_cases(module, [[*case[0], f"--output_dir={root / f'case{i}'}"]
+                                  for i, case in enumerate(cases)])
+
+    return fixture
+
+
 def read_results(out: str) -> dict:
     """A run's `results.json` in folder `out`."""
     with open(os.path.join(out, "results.json")) as f:

@@ -91,3 +91,29 @@ def test_geodesic_model_accepts_every_real_numpy_scalar(value):
     assert walker.step_size == pytest.approx(float(value))
     with pytest.raises(ValueError, match="step_size"):
         geodesic_model.GeodesicModel(model, objectives.TaskLossDescent(), step_size=True)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused_naming_it():
+    model, x, op, v = _problem()
+    masks = [tf.ones_like(w) for w in model.trainable_variables]
+    masks[1] = tf.ones([3])
+    with pytest.raises(ValueError, match=r"Mask 1 has shape \(3,\)"):
+        op.restricted(masks)
+    with pytest.raises(ValueError, match="masks for an operator"):
+        op.restricted(masks[:1])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_labels_outside_the_logits_classes_are_named(jit_compile):
+    model = ref.small_mlp("float32")
+    walker = geodesic_model.GeodesicModel(model, objectives.TaskLossDescent())
+    walker.compile(jit_compile=jit_compile)
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    classes = model.output_shape[-1]
+    with pytest.raises(ValueError, match=f"a label is {classes + 2}, outside the {classes} classes"):
+        walker.fit(x, np.full(8, classes + 2), batch_size=4, verbose=0)
+    if not jit_compile:  # a bad label in a later batch: TensorFlow's kernel error, named
+        y = np.r_[np.zeros(4), np.full(4, classes)].astype(np.int32)
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+        with pytest.raises(ValueError, match=f"a label is {classes}, outside"):
+            walker.fit(batches, verbose=0)

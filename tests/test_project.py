@@ -16,4 +16,4 @@ def test_readme_setup_is_two_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2, commands
     ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert commands[1] in ci
-    assert "pytest" in commands[1] and "runners.walk" in commands[0]
+    assert "pytest" in commands[1] and "runners.sparsify" in commands[0]

@@ -16,6 +16,14 @@ The experiment harness (`tfgeo.experiments`), the model zoo (`tfgeo.models`)
 and the runners (`tfgeo.runners`) are installed beside the library and never
 imported by it.
 """
+import os as _os
+import sys as _sys
+
+if _os.path.basename(getattr(_sys, "argv", [""])[0] or "").startswith("tfgeo-"):
+    # A console script (tfgeo-walk, ...): this runs before TensorFlow is
+    # imported, which runners/__init__.py would be too late for; see there.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from tfgeo import batching
 from tfgeo import callbacks
 from tfgeo import classification

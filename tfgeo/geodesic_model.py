@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import NamedTuple
 
 import keras
@@ -27,6 +28,9 @@ from tfgeo import model_wrapper
 from tfgeo import objectives as objectives_lib
 from tfgeo import output_metrics
 from tfgeo import weights as weights_lib
+
+#: TensorFlow's message for an integer label outside [0, classes).
+_LABEL_ERROR = re.compile(r"label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)")
 
 METRIC_KEY = "metric"
 OBJECTIVE_KEY = "objective"
@@ -306,14 +310,45 @@ class GeodesicModel(WalkModel):
                     "already equals the target on every pulled coordinate (a pruning mask "
                     "belongs in TowardTarget(keep=...), the pulled coordinates in pull=...).")
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, refusing a walk that cannot move and saying when no step ran."""
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, refusing a walk that cannot move or labels outside
+        the logits' classes, and saying when no step ran."""
         self.check_direction()
-        history = super().fit(*args, **kwargs)
+        self.check_labels(x, y)
+        try:
+            history = super().fit(x, y, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as e:
+            # The cross-entropy kernel's check of a later batch, buried in a
+            # graph-execution trace (an XLA step has no such check).
+            label = _LABEL_ERROR.search(e.message)
+            if label is None:
+                raise
+            raise _label_error(label[1], label[2]) from None
         if not history.history and kwargs.get("epochs", 1) > kwargs.get("initial_epoch", 0):
             # Keras logs nothing when no batch arrived.
             raise ValueError("GeodesicModel.fit ran no step: the dataset is empty.")
         return history
+
+    def check_labels(self, x, y=None) -> None:
+        """Raises ValueError if integer labels for a sparse cross-entropy (the
+        objective's or the compiled loss) fall outside [0, classes): checked on
+        `y`, or on the first batch of a `tf.data.Dataset` `x`. Compiled with
+        XLA, the loss would silently turn such labels into NaN."""
+        if not any(isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+                   for loss in (getattr(self.objective, "loss", None), getattr(self, "loss", None))):
+            return
+        if y is None and isinstance(x, tf.data.Dataset):
+            for batch in x.take(1):  # a tf.data pipeline restarts for fit
+                _, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if y is None or isinstance(y, (dict, list, tuple)):
+            return
+        y = tf.convert_to_tensor(y)
+        if not y.dtype.is_integer or y.shape.num_elements() == 0:
+            return
+        classes = int(self.model.output_shape[-1])
+        bad = tf.boolean_mask(y, (y < 0) | (y >= classes))
+        if tf.size(bad) > 0:
+            raise _label_error(int(bad[0]), classes)
 
     def metric_operator(self, metric_inputs):
         """The metric g at the current weights on `metric_inputs`, as an operator."""
@@ -393,6 +428,11 @@ class GeodesicModel(WalkModel):
                 "GeodesicModel was compiled with metrics but the training data has no "
                 "labels: give (x, y) batches or compile without `metrics`.")
         return self.get_metrics_result()
+
+
+def _label_error(label, classes) -> ValueError:
+    return ValueError(f"GeodesicModel.fit: a label is {label}, outside the {classes} classes "
+                      f"[0, {classes}) of the model's logits.")
 
 
 def _results(tracker) -> dict:

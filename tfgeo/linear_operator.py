@@ -198,14 +198,27 @@ class DampedOperator(_Wrapper):
         return self.operator.quadratic_form(v) + self.damping * self.dot(v, v)
 
 
+def _masks(mask, shapes, dtype) -> list[tf.Tensor]:
+    """`mask` as tensors of `dtype`, after checking one mask per tensor, shaped like it."""
+    mask = list(mask)
+    if len(mask) != len(shapes):
+        raise ValueError(f"{len(mask)} masks for an operator on {len(shapes)} tensors.")
+    out = []
+    for i, (m, shape) in enumerate(zip(mask, shapes)):
+        m = tf.convert_to_tensor(m)
+        if not shape.is_compatible_with(m.shape):
+            raise ValueError(f"Mask {i} has shape {tuple(m.shape)}; the operator's tensor {i} "
+                             f"has shape {tuple(shape)}.")
+        out.append(tf.cast(m, dtype))
+    return out
+
+
 class MaskedOperator(_Wrapper):
     """m * A (m * v) for a 0/1 mask per tensor: A on the free coordinates only."""
 
     def __init__(self, operator: LinearOperator, mask):
         super().__init__(operator)
-        self.mask = [tf.cast(m, operator.dtype) for m in mask]
-        if len(self.mask) != len(self.shapes):
-            raise ValueError(f"{len(self.mask)} masks for an operator on {len(self.shapes)} tensors.")
+        self.mask = _masks(mask, self.shapes, operator.dtype)
 
     def _matvec(self, v):
         return vectors.multiply(self.mask, self.operator._matvec(vectors.multiply(self.mask, v)))
@@ -254,7 +267,7 @@ class RestrictedPreconditioner(_Wrapper):
         super().__init__(preconditioner)
         if not preconditioner.has_inverse:
             raise TypeError(f"{type(preconditioner).__name__} has no inverse product.")
-        self.mask = [tf.cast(m, self.dtype) for m in mask]
+        self.mask = _masks(mask, self.shapes, self.dtype)
         self.damping = vectors.scalar(damping, self.dtype)
 
     def _matvec(self, v):

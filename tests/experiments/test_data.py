@@ -47,6 +47,22 @@ def test_bad_names_and_manual_dir(tmp_path):
         data.load_tfds("mnist", manual_dir=str(tmp_path / "nope"))
 
 
+def test_an_unprepared_dataset_offline_fails_at_once_naming_manual_dir(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    def unreachable(address, timeout=None):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.delenv(data.MANUAL_DIR_ENV, raising=False)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"cannot be reached.*--manual_dir.*train-images"):
+        data.load_tfds("mnist", data_dir=str(tmp_path))
+    assert time.monotonic() - start < 60  # tfds's own retries take minutes
+    assert not any(f.endswith(".tfrecord") for _, _, fs in os.walk(tmp_path) for f in fs)
+
+
 def _write_folder(root, classes, per_class=3, size=(6, 5)):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

@@ -12,6 +12,7 @@ import pytest
 
 from tests.runner_process import ROOT
 from tests.runner_process import run_module
+from tests.runner_process import run_named_cases
 from tests.runner_process import runner_env
 
 RESULTS = ("results.json", "start.keras", "model.keras", "walked.keras", "accuracy.png")
@@ -25,7 +26,7 @@ def _fails_cleanly(proc, culprit, out):
         assert not [f for f in os.listdir(out) if f in RESULTS or f.startswith(".tmp-")]
 
 
-@pytest.mark.parametrize("module,args,culprit", [
+BAD_VALUES = [
     ("runners.sparsify", ["--seed=-1"], "--seed"),
     ("runners.sparsify", ["--damping=nan"], "--damping"),
     ("runners.sparsify", ["--finetune_learning_rate=inf"], "--finetune_learning_rate"),
@@ -49,22 +50,12 @@ def _fails_cleanly(proc, culprit, out):
     # A metric naming a layer the walk's network lacks acts, or is refused: never ignored.
     ("runners.walk", ["--metric=hidden:nosuchlayer"], "--metric"),
     ("runners.connect", ["--seed_a=3", "--seed_b=3"], "--seed_a"),
-])
-def test_bad_values_name_the_flag(module, args, culprit, tmp_path):
-    out = str(tmp_path / "out")
-    proc = run_module(module, *args, f"--output_dir={out}")
-    _fails_cleanly(proc, culprit, out)
+]
+START_MODELS = {"text": "cannot be loaded", "truncated": "cannot be loaded",
+                "folder": "is not a file", "softmax": "softmax"}
 
 
-def test_empty_output_dir_is_named(tmp_path):
-    proc = run_module("runners.train", "--output_dir=")
-    assert proc.returncode != 0 and "--output_dir" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def bad_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
+def _bad_models(root):
     text = root / "notes.keras"
     text.write_text("not a model")
     truncated = root / "truncated.keras"
@@ -81,50 +72,79 @@ def bad_models(tmp_path_factory):
             "softmax": str(softmax), "other": str(other)}
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("text", "cannot be loaded"), ("truncated", "cannot be loaded"), ("folder", "is not a file"),
-    ("softmax", "softmax"),
-])
-def test_unusable_start_models_are_named(bad_models, kind, message, tmp_path):
-    out = str(tmp_path / "out")
-    proc = run_module("runners.sparsify", f"--start_model={bad_models[kind]}",
-                      f"--output_dir={out}")
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case of this module that fails before heavy work, run together
+    (one process per runner: tests/runner_cases.py), as {name: (outcome, out)}."""
+    root = tmp_path_factory.mktemp("bad_input")
+    models = _bad_models(tmp_path_factory.mktemp("models"))
+    cases, outs = {}, {}
+
+    def add(name, module, *args):
+        outs[name] = str(root / name / "out")
+        cases[name] = (module, [*args, f"--output_dir={outs[name]}"])
+
+    for i, (module, args, _) in enumerate(BAD_VALUES):
+        add(f"value{i}", module, *args)
+    for kind in START_MODELS:
+        add(f"start_{kind}", "runners.sparsify", f"--start_model={models[kind]}")
+    add("architecture", "runners.connect", f"--model_a={models['other']}", "--hidden=64")
+    for content in ("empty", "garbage"):
+        manual = root / f"manual_{content}"
+        manual.mkdir()
+        if content == "garbage":
+            for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+                (manual / name).write_bytes(b"garbage")
+        add(f"manual_{content}", "runners.train", "--dataset=mnist", f"--manual_dir={manual}",
+            f"--data_dir={root / f'tfds_{content}'}")
+    for i, content in enumerate([b"PK\x03\x04truncated", b"\x93NUMPY random bytes"]):
+        os.makedirs(root / f"checkpoint{i}" / "out")
+        (root / f"checkpoint{i}" / "out" / "state.npz").write_bytes(content)
+        add(f"checkpoint{i}", "runners.train", "--epochs=2")
+    got = run_named_cases(cases)
+    return {name: (got[name], outs[name]) for name in got}
+
+
+@pytest.mark.parametrize("case", range(len(BAD_VALUES)),
+                         ids=[f"{m.split('.')[1]}{a[0].split('=')[0]}" for m, a, _ in BAD_VALUES])
+def test_bad_values_name_the_flag(case, outcomes):
+    proc, out = outcomes[f"value{case}"]
+    _fails_cleanly(proc, BAD_VALUES[case][2], out)
+
+
+def test_empty_output_dir_is_named(tmp_path):
+    # A real process: what the shell sees (exit status, no traceback).
+    proc = run_module("runners.train", "--output_dir=")
+    assert proc.returncode != 0 and "--output_dir" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", list(START_MODELS))
+def test_unusable_start_models_are_named(kind, outcomes):
+    proc, out = outcomes[f"start_{kind}"]
     _fails_cleanly(proc, "--start_model", out)
-    assert message in proc.stderr
+    assert START_MODELS[kind] in proc.stderr
+    if kind != "folder":  # refused at flag parsing, before any log line
+        assert "Sparsity schedule" in proc.stderr  # the log is captured: what is absent is absent
 
 
-def test_connect_checks_the_architecture_before_training(bad_models, tmp_path):
-    out = str(tmp_path / "out")
-    began = time.time()
-    proc = run_module("runners.connect", f"--model_a={bad_models['other']}", "--hidden=64",
-                      f"--output_dir={out}")
+def test_connect_checks_the_architecture_before_training(outcomes):
+    proc, out = outcomes["architecture"]
     _fails_cleanly(proc, "--model_a", out)
-    assert "Training endpoint" not in proc.stderr and time.time() - began < 120
+    assert "Training endpoint" not in proc.stderr + proc.stdout  # refused before any work
 
 
 @pytest.mark.parametrize("content", ["empty", "garbage"])
-def test_a_manual_dir_without_the_originals_fails_fast(content, tmp_path):
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    if content == "garbage":
-        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-            (manual / name).write_bytes(b"garbage")
-    out = str(tmp_path / "out")
-    began = time.time()
-    proc = run_module("runners.train", "--dataset=mnist", f"--manual_dir={manual}",
-                      f"--data_dir={tmp_path / 'tfds'}", f"--output_dir={out}")
+def test_a_manual_dir_without_the_originals_fails_fast(content, outcomes):
+    proc, out = outcomes[f"manual_{content}"]
     _fails_cleanly(proc, "--dataset=mnist", out)
     assert ("lacks" if content == "empty" else "bytes") in proc.stderr
-    assert time.time() - began < 60
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04truncated", b"\x93NUMPY random bytes"])
-def test_a_broken_checkpoint_is_named(content, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "state.npz").write_bytes(content)
-    proc = run_module("runners.train", "--epochs=2", f"--output_dir={out}")
+@pytest.mark.parametrize("case", [0, 1])
+def test_a_broken_checkpoint_is_named(case, outcomes):
+    proc, _ = outcomes[f"checkpoint{case}"]
     assert proc.returncode != 0 and "--output_dir" in proc.stderr and "unreadable" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -194,3 +214,23 @@ def test_console_scripts_list_their_flags_in_help(script):
                           env=runner_env())
     text = proc.stdout + proc.stderr
     assert "--output_dir" in text and "--seed" in text, text[-2000:]
+
+
+@pytest.mark.parametrize("how", ["module", "console script"])
+def test_runners_start_without_tensorflow_start_up_noise(how, tmp_path):
+    # A bad flag: the runner imports TensorFlow, validates, exits. Without the
+    # user's TF_CPP_MIN_LOG_LEVEL, TensorFlow's C++ start-up lines (CPU
+    # features here; failed CUDA probes on GPU wheels) must not show.
+    env = {k: v for k, v in runner_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if how == "module":
+        command = [sys.executable, "-m", "runners.walk"]
+    else:
+        command = [os.path.join(os.path.dirname(sys.executable), "tfgeo-walk")]
+        if not os.path.exists(command[0]):
+            pytest.skip(f"tfgeo-walk is not installed beside {sys.executable}")
+    proc = subprocess.run([*command, "--steps=0", f"--output_dir={tmp_path}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "--steps" in proc.stderr
+    noise = [line for line in proc.stderr.splitlines()
+             if line.startswith(("I0000", "W0000", "E0000")) or "cpu_feature_guard" in line]
+    assert not noise, noise

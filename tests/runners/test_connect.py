@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from tests.runner_process import case_outcomes
 from tests.runner_process import run_module
 from tfgeo.experiments import connect_experiment as connect
 
@@ -82,7 +83,7 @@ def test_methods_subset_and_resume(tmp_path):
         assert json.load(f)["paths"] == first
 
 
-@pytest.mark.parametrize("args,culprit", [
+BAD_FLAGS = [
     (["--model_a=/nonexistent.keras"], "--model_a"),
     (["--step_size=0"], "--step_size"),
     (["--tolerance=1"], "--tolerance"),
@@ -93,8 +94,13 @@ def test_methods_subset_and_resume(tmp_path):
     (["--methods=bezier,straight"], "--methods"),
     (["--methods=spline"], "--methods"),
     (["--relax_energy=spring"], "--relax_energy"),
-])
-def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
-    proc = _run(*args, f"--output_dir={tmp_path}")
+]
+outcomes = case_outcomes("runners.connect", BAD_FLAGS)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[args[0].lstrip("-") for args, _ in BAD_FLAGS])
+def test_bad_flags_name_the_culprit(case, outcomes):
+    proc, (_, culprit) = outcomes[case], BAD_FLAGS[case]
     assert proc.returncode != 0 and culprit in proc.stderr
     assert "Training endpoint" not in proc.stderr

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from tests.runner_process import case_outcomes
 from tests.runner_process import run_module
 from tests.shared_data import MNIST
 
@@ -42,7 +43,7 @@ def test_shortened_split_mnist_run(tmp_path):
                for f in files)
 
 
-@pytest.mark.parametrize("args,culprit", [
+BAD_FLAGS = [
     (["--benchmark=split_cifar100"], "--benchmark=split_cifar100"),
     (["--benchmark=permuted", "--scenario=class"], "--scenario=class"),
     (["--methods=naive,bogus"], "--methods"),
@@ -53,9 +54,14 @@ def test_shortened_split_mnist_run(tmp_path):
     (["--step_size=-1"], "--step_size"),
     (["--learning_rate=0"], "--learning_rate"),
     (["--scenario=online"], "--scenario"),
-])
-def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
-    proc = _run(*args, f"--output_dir={tmp_path}")
+]
+outcomes = case_outcomes("runners.continual", BAD_FLAGS)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[args[0].lstrip("-") for args, _ in BAD_FLAGS])
+def test_bad_flags_name_the_culprit(case, outcomes):
+    proc, (_, culprit) = outcomes[case], BAD_FLAGS[case]
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "tasks (" not in proc.stderr  # failed before building tasks

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests.runner_process import case_outcomes
 from tests.runner_process import run_module
 
 from tests.shared_data import MNIST
@@ -54,7 +55,7 @@ def test_shortened_mnist_run(tmp_path):
     assert any(f.startswith("events") for _, _, files in os.walk(logs) for f in files)
 
 
-@pytest.mark.parametrize("args,culprit", [
+BAD_FLAGS = [
     (["--sparsities=0.5,0.4"], "--sparsities"),
     (["--sparsities=0.5,1.0"], "--sparsities"),
     (["--final_sparsity=1"], "--final_sparsity"),
@@ -64,9 +65,14 @@ def test_shortened_mnist_run(tmp_path):
     (["--stages=0"], "--stages"),
     (["--start_model=/nonexistent.keras"], "--start_model"),
     (["--model=vgg11"], "--model=vgg11"),
-])
-def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
-    proc = _run(*args, f"--output_dir={tmp_path}")
+]
+outcomes = case_outcomes("runners.sparsify", BAD_FLAGS)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[args[0].lstrip("-") for args, _ in BAD_FLAGS])
+def test_bad_flags_name_the_culprit(case, outcomes):
+    proc, (_, culprit) = outcomes[case], BAD_FLAGS[case]
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Training start.keras" not in proc.stderr

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests.runner_process import case_outcomes
 from tests.runner_process import run_module
 
 
@@ -21,6 +22,10 @@ def test_train_digits_twice_same_numbers(tmp_path):
             res = json.load(f)
         assert os.path.exists(os.path.join(out, "model.keras"))
         assert res["config"]["seed"] == 3 and res["dataset"] == "digits"
+        # The test split shown each epoch is named so, not val_* (no validation split here).
+        assert "test_accuracy" in res["history"] and "val_accuracy" not in res["history"]
+        assert "test_accuracy:" in proc.stdout + proc.stderr
+        assert "val_accuracy" not in proc.stdout + proc.stderr
         summaries.append(res["summary"])
     assert summaries[0]["test_accuracy"] > 0.9
     # Same seed, same machine: same numbers (tolerance 1e-6 on losses).
@@ -28,7 +33,7 @@ def test_train_digits_twice_same_numbers(tmp_path):
     assert abs(summaries[0]["test_loss"] - summaries[1]["test_loss"]) < 1e-6
 
 
-@pytest.mark.parametrize("args,culprit", [
+BAD_FLAGS = [
     (["--model=resnet"], "--model"),
     (["--dataset=imagenet"], "--dataset"),
     (["--epochs=0"], "--epochs"),
@@ -38,9 +43,14 @@ def test_train_digits_twice_same_numbers(tmp_path):
     (["--manual_dir=/nonexistent/mnist"], "--manual_dir"),
     (["--model=vgg11", "--dataset=digits"], "--model=vgg11"),
     (["--model=lenet5", "--dataset=digits"], "--model=lenet5 does not fit"),
-])
-def test_bad_flags_name_the_culprit(args, culprit, tmp_path):
-    proc = _run(*args, f"--output_dir={tmp_path}")
+]
+outcomes = case_outcomes("runners.train", BAD_FLAGS)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[args[0].lstrip("-") for args, _ in BAD_FLAGS])
+def test_bad_flags_name_the_culprit(case, outcomes):
+    proc, (_, culprit) = outcomes[case], BAD_FLAGS[case]
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Epoch 1" not in proc.stdout + proc.stderr

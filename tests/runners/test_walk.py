@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from tests.runner_process import case_outcomes
 from tests.runner_process import run_module
 
 
@@ -29,14 +30,19 @@ def test_walk_demo_end_to_end(tmp_path):
     assert "distance_to_target" in proc.stdout and "one_shot_pruned_test_accuracy" in proc.stdout
 
 
-@pytest.mark.parametrize("flag,culprit", [
-    ("--steps=0", "--steps"),
-    ("--sparsity=1.0", "--sparsity"),
-    ("--step_size=-1", "--step_size"),
-    ("--damping=-0.1", "--damping"),
-])
-def test_walk_bad_flags_fail_fast_naming_the_flag(flag, culprit, tmp_path):
-    proc = _run(flag, f"--output_dir={tmp_path}")
+BAD_FLAGS = [
+    (["--steps=0"], "--steps"),
+    (["--sparsity=1.0"], "--sparsity"),
+    (["--step_size=-1"], "--step_size"),
+    (["--damping=-0.1"], "--damping"),
+]
+outcomes = case_outcomes("runners.walk", BAD_FLAGS)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[args[0].lstrip("-") for args, _ in BAD_FLAGS])
+def test_walk_bad_flags_fail_fast_naming_the_flag(case, outcomes):
+    proc, (_, culprit) = outcomes[case], BAD_FLAGS[case]
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Training" not in proc.stderr  # failed before any heavy work
