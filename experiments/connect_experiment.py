@@ -43,6 +43,7 @@ from absl import logging
 from tfgeo import classification
 from tfgeo import cost
 from tfgeo import weights as weights_lib
+from tfgeo.connect import curves
 from tfgeo.connect import geodesic_walk as connect
 from tfgeo.connect import path_finding
 from tfgeo.connect import paths
@@ -296,6 +297,12 @@ def run(config: ConnectConfig) -> results.Report:
     split = "validation" if validation is not None else "test"
     evaluated = validation if validation is not None else ds.test
     model_a, model_b = _endpoints(config, ds, train, state)
+    try:
+        path_finding.check_fixed_weights(model_a, model_b, ("--model_a", "--model_b"))
+        if set(config.methods) & {"bezier", "polychain"}:
+            curves.check_no_batch_norm(model_a, "--model_a")
+    except ValueError as e:
+        raise config_lib.InputError(str(e)) from None
     a, b = weights_lib.get_trainable(model_a), weights_lib.get_trainable(model_b)
     if paths.distance(a, b) == 0.0:
         raise config_lib.InputError("--model_a and --model_b hold identical weights: there is "
@@ -309,8 +316,11 @@ def run(config: ConnectConfig) -> results.Report:
             raise config_lib.InputError(f"--align: {e}") from None
     jit = config_lib.jit_compile(config.run.compile, model_a)
     metric_inputs = train.x[:config.metric_batch]
-    title = (f"{config.network.model} on {ds.name}: A (seed {config.seed_a}) to B "
-             f"(seed {config.seed_b}), {split} split")
+    name_a = (os.path.basename(config.model_a) if config.model_a
+              else f"{config.network.model} seed {config.seed_a}")
+    name_b = (os.path.basename(config.model_b) if config.model_b
+              else f"{config.network.model} seed {config.seed_b}")
+    title = f"{ds.name}: A ({name_a}) to B ({name_b}), {split} split"
     test_a = classification.evaluate_classifier(model_a, evaluated.x, evaluated.y)
     test_b = classification.evaluate_classifier(model_b, evaluated.x, evaluated.y)
     out = state.payload.get("out") or {

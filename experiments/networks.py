@@ -64,18 +64,41 @@ def load(path: str, input_shape, num_classes: int, argument: str = "--start_mode
         model = keras.saving.load_model(path)
     except Exception as e:  # noqa: BLE001 - any failure means an unusable file
         first = str(e).splitlines()[0] if str(e) else ""
+        if "Could not locate class" in first:  # a subclassed model or custom layer
+            first = (first.split(". Make sure")[0] + "; name the module that defines it in "
+                     "--imports")
         raise config_lib.InputError(f"{argument}={path} cannot be loaded (not a valid .keras file: "
                          f"{type(e).__name__}: {first})") from None
-    expected = (None, *input_shape)
-    got = tuple(model.input_shape) if hasattr(model, "input_shape") else None
-    outputs = int(model.output_shape[-1])
-    if got != expected or outputs != num_classes:
-        raise config_lib.InputError(f"{argument}={path} takes inputs {got} with {outputs} outputs; the "
-                         f"data has inputs {expected} and {num_classes} classes.")
-    if not all(np.isfinite(w).all() for w in model.get_weights()):
-        raise config_lib.InputError(f"{argument}={path} has NaN or Inf weights.")
     try:
         model_checks.check_network(model, f"{argument}={path}")
     except (TypeError, ValueError) as e:
         raise config_lib.InputError(str(e)) from None
+    expected = (None, *input_shape)
+    # A subclassed model states no input or output shape: it is called instead.
+    got = tuple(model.input_shape) if _has(model, "input_shape") else None
+    try:
+        outputs = model(np.zeros((2, *input_shape), np.float32), training=False)
+    except Exception as e:  # noqa: BLE001 - any failure: these inputs do not fit
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise config_lib.InputError(f"{argument}={path} takes inputs {got or '?'}; the data has "
+                                    f"inputs {expected} ({type(e).__name__}: {first})") from None
+    try:
+        model_checks.check_outputs(outputs, f"{argument}={path}")
+    except ValueError as e:
+        raise config_lib.InputError(str(e)) from None
+    classes = int(outputs.shape[-1])
+    if (got is not None and got != expected) or classes != num_classes:
+        raise config_lib.InputError(f"{argument}={path} takes inputs {got or expected} with "
+                                    f"{classes} outputs; the data has inputs {expected} and "
+                                    f"{num_classes} classes.")
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise config_lib.InputError(f"{argument}={path} has NaN or Inf weights.")
     return model
+
+
+def _has(model, attribute: str) -> bool:
+    try:  # Keras raises AttributeError for a model never called on symbolic inputs
+        getattr(model, attribute)
+    except (AttributeError, ValueError):
+        return False
+    return True

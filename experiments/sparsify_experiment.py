@@ -42,6 +42,7 @@ equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import keras
@@ -538,7 +539,9 @@ def run(config: SparsifyConfig) -> results.Report:
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)
     networks.check_metric(config.geodesic.metric, config.network, ds.input_shape,
                           ds.num_classes)
-    title = f"{config.network.model} on {ds.name}"
+    network = (os.path.basename(config.start_model) if config.start_model
+               else config.network.model)
+    title = f"{network} on {ds.name}"
     model = training.start_network(config.start_model, config.network, config.train, ds, train,
                                    validation, state, config.run.seed,
                                    verbose=config.run.verbose)

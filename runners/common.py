@@ -118,6 +118,23 @@ def define_strategy() -> None:
                          lower_bound=0, upper_bound=MAX_LOGICAL_CPUS)
 
 
+def define_imports() -> None:
+    flags.DEFINE_list("imports", [], "Python modules to import before any network is loaded, "
+                      "so the Keras classes they register (a subclassed model's, custom "
+                      "layers') can be deserialised from --start_model, --model_a, --model_b.")
+
+
+def import_modules() -> None:
+    """Imports the --imports modules (exits with one line naming one that fails)."""
+    import importlib
+
+    for name in FLAGS.imports:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any failure: the module is unusable
+            sys.exit(f"FATAL --imports={name}: cannot be imported ({type(e).__name__}: {e}).")
+
+
 def strategy(multi_worker: bool = False):
     """The --strategy, built before any model (exits with one line if it cannot be)."""
     import tensorflow as tf
@@ -170,6 +187,7 @@ def main(config_cls, run, multi_worker: bool = False) -> None:
         if len(argv) > 1:
             sys.exit(f"FATAL unexpected arguments {' '.join(argv[1:])} (flags start with --).")
         config = config_from_flags(config_cls)
+        import_modules()
         try:
             run_and_report(config, run, multi_worker)
         except config_lib.InputError as e:
@@ -192,6 +210,8 @@ def runner(config_cls, run, multi_worker: bool = False):
     define_flags(config_cls)
     if "strategy" not in FLAGS:
         define_strategy()
+    if "imports" not in FLAGS:
+        define_imports()
     caller = inspect.stack()[1].frame.f_globals["__name__"]
     # absl's --help lists the key flags of the module it takes for the main one,
     # named by its path: sys.argv[0], the runner under `python -m`, or the

@@ -345,7 +345,10 @@ class GeodesicModel(WalkModel):
         y = tf.convert_to_tensor(y)
         if not y.dtype.is_integer or y.shape.num_elements() == 0:
             return
-        classes = int(self.model.output_shape[-1])
+        try:
+            classes = int(self.model.output_shape[-1])
+        except (AttributeError, ValueError):  # a subclassed model states no output shape
+            return
         bad = tf.boolean_mask(y, (y < 0) | (y >= classes))
         if tf.size(bad) > 0:
             raise _label_error(int(bad[0]), classes)

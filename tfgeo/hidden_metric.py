@@ -30,6 +30,7 @@ from tfgeo import batching
 from tfgeo import linear_operator
 from tfgeo import output_metrics
 from tfgeo import representations
+from tfgeo import vectors
 from tfgeo import weights as weights_lib
 
 
@@ -70,7 +71,7 @@ class HiddenMetricOperator(linear_operator.LinearOperator):
                  output_metric="euclidean", weights="scale", chunk_size: int | None = None,
                  training: bool = False):
         model_checks.check_network(model)
-        model_checks.check_inputs(inputs)
+        model_checks.check_inputs(inputs, model=model)
         variables = model.trainable_variables
         super().__init__([w.shape for w in variables], variables[0].dtype)
         self.model, self.inputs, self.training = model, inputs, training
@@ -119,8 +120,8 @@ class HiddenMetricOperator(linear_operator.LinearOperator):
             tape.watch(variables)
             zs, jvs = self._representations_and_jvps(x, vector)
         cotangents = [tf.stop_gradient(c * mjv) for c, mjv in self._terms(zs, jvs)]
-        return tape.gradient(zs, variables, output_gradients=cotangents,
-                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return vectors.dense(tape.gradient(zs, variables, output_gradients=cotangents,
+                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
     def _quadratic(self, x, vector):
         zs, jvs = self._representations_and_jvps(x, vector)

@@ -18,6 +18,7 @@ from tfgeo import model_checks
 from tfgeo import batching
 from tfgeo import linear_operator
 from tfgeo import output_metrics
+from tfgeo import vectors
 from tfgeo import weights as weights_lib
 
 
@@ -69,12 +70,12 @@ def metric_vector_product(
     # M is evaluated at the current outputs and held fixed: g is a Gauss-Newton
     # matrix, so the cotangent is a constant of the reverse pass.
     cotangent = tf.stop_gradient(metric.apply(outputs, jv) / _batch_size(outputs))
-    return tape.gradient(
+    return vectors.dense(tape.gradient(
         outputs,
         variables,
         output_gradients=cotangent,
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
-    )
+    ))
 
 
 def metric_quadratic_form(
@@ -101,7 +102,7 @@ class MetricOperator(linear_operator.LinearOperator):
     def __init__(self, model: keras.Model, inputs, output_metric="euclidean",
                  training: bool = False, chunk_size: int | None = None):
         model_checks.check_network(model)
-        model_checks.check_inputs(inputs)
+        model_checks.check_inputs(inputs, model=model)
         variables = model.trainable_variables
         super().__init__([w.shape for w in variables], variables[0].dtype)
         self.model = model

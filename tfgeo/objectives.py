@@ -181,7 +181,7 @@ class TaskLossDescent(Objective):
             tape.watch(variables)
             loss = self.loss(targets, model(inputs, training=False))
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [-g for g in grads]
+        return [-g for g in vectors.dense(grads)]
 
     def get_config(self):
         config = super().get_config()

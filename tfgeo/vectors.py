@@ -24,6 +24,12 @@ def scalar(value, dtype) -> tf.Tensor:
     return tf.cast(value, dtype)
 
 
+def dense(a) -> list[tf.Tensor]:
+    """`a` with every entry a dense tensor: a gradient through an Embedding
+    lookup arrives as `tf.IndexedSlices`, and weight-space vectors are dense."""
+    return [tf.convert_to_tensor(t) for t in a]
+
+
 def dot(a: Vector, b: Vector) -> tf.Tensor:
     """<a, b> = sum_k sum(a_k * b_k), a scalar."""
     return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b, strict=True)])

@@ -17,7 +17,7 @@ def _run(*args, timeout=600):
 def test_connect_digits_end_to_end(tmp_path):
     out, logs = str(tmp_path / "connect"), str(tmp_path / "tb")
     # 16 paths (3-4 minutes on 2 idle cores): a generous limit for a loaded machine.
-    proc = _run(f"--output_dir={out}", "--hidden=64", "--train_epochs=30", "--eval_points=21",
+    proc = _run(f"--output_dir={out}", "--hidden=64", "--train_epochs=30", "--eval_points=11",
                 "--relax_iterations=150", "--curve_converged_steps=300", f"--tensorboard_dir={logs}",
                 timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -30,7 +30,7 @@ def test_connect_digits_end_to_end(tmp_path):
               for v in ("equal", "converged")}
     assert set(paths) == names
     for name, p in paths.items():
-        assert p["points"] == 21, name  # every path evaluated at as many points
+        assert p["points"] == 11, name  # every path evaluated at as many points
         assert len(p["accuracy"]) == len(p["loss"]) == len(p["position"]) == p["points"]
         assert p["position"][0] == 0 and p["position"][-1] == pytest.approx(1)
         assert p["barrier"] == pytest.approx(max(p["loss"]) - (p["loss"][0] + p["loss"][-1]) / 2)

@@ -54,9 +54,11 @@ def test_walk_runner_on_two_workers_equals_one_process(tmp_path):
         assert p.returncode == 0, err[-3000:]
     (ref_summary, ref_weights), *workers_out = [_outcome(o) for o in [single, *outs]]
     for summary, weights in workers_out:
-        # float32 sums over two halves of each batch instead of one: tiny differences.
+        # float32 sums over two halves of each batch instead of one, amplified by
+        # 20 truncated CG solves: up to 4e-4 measured on a loaded CPU (weights
+        # ~0.1); the accuracies below must agree too.
         for a, b in zip(weights, ref_weights):
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(a, b, rtol=1e-2, atol=2e-3)
         for key in ("start_test_accuracy", "geodesic_then_pruned_test_accuracy"):
             assert summary[key] == pytest.approx(ref_summary[key], abs=2.5e-3), key
     np.testing.assert_array_equal(workers_out[0][1][0], workers_out[1][1][0])

@@ -336,6 +336,18 @@ def _fip(model, a, b, x, y, s: FIP, budget, seed, jit):
                                                "reached": res["reached"]}
 
 
+def check_fixed_weights(model_a, model_b, names=("model_a", "model_b")) -> None:
+    """Raises ValueError if the endpoints differ in non-trainable weights: a path
+    moves trainable weights only, so it would not end at B."""
+    fixed_a = [np.asarray(v) for v in model_a.non_trainable_weights]
+    fixed_b = [np.asarray(v) for v in model_b.non_trainable_weights]
+    if len(fixed_a) != len(fixed_b) or any(
+            p.shape != q.shape or not np.array_equal(p, q) for p, q in zip(fixed_a, fixed_b)):
+        raise ValueError(f"{names[0]} and {names[1]} differ in non-trainable weights (frozen "
+                         "layers, normalisation statistics): a path of trainable weights would "
+                         "not end at B.")
+
+
 def _check(model_a, model_b, x, y, method, num_points, budget, verbose):
     for name, m in (("model_a", model_a), ("model_b", model_b)):
         if not isinstance(m, keras.Model):
@@ -346,13 +358,7 @@ def _check(model_a, model_b, x, y, method, num_points, budget, verbose):
     if weights_lib.shapes(model_a) != weights_lib.shapes(model_b):
         raise ValueError(f"model_a and model_b differ in architecture: trainable weights of "
                          f"shapes {weights_lib.shapes(model_a)} and {weights_lib.shapes(model_b)}.")
-    fixed_a = [np.asarray(v) for v in model_a.non_trainable_weights]
-    fixed_b = [np.asarray(v) for v in model_b.non_trainable_weights]
-    if len(fixed_a) != len(fixed_b) or any(
-            p.shape != q.shape or not np.array_equal(p, q) for p, q in zip(fixed_a, fixed_b)):
-        raise ValueError("model_a and model_b differ in non-trainable weights (frozen layers, "
-                         "normalisation statistics): a path of trainable weights would not "
-                         "end at B.")
+    check_fixed_weights(model_a, model_b)
     a, b = weights_lib.get_trainable(model_a), weights_lib.get_trainable(model_b)
     if paths.distance(a, b) == 0.0:
         raise ValueError("model_a and model_b have identical weights: there is no path to find.")
@@ -368,6 +374,7 @@ def _check(model_a, model_b, x, y, method, num_points, budget, verbose):
                          f"{len(tf.nest.flatten(x)[0])} and {len(y)}.")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y must hold integer labels, got dtype {y.dtype}.")
-    classes = int(model_a.output_shape[-1]) if hasattr(model_a, "output_shape") else None
-    if classes is not None and (y.min() < 0 or y.max() >= classes):
+    model_checks.check_inputs(x, "x", model=model_a)
+    classes = int(model_a(tf.nest.map_structure(lambda t: t[:1], x), training=False).shape[-1])
+    if y.min() < 0 or y.max() >= classes:
         raise ValueError(f"labels must be in [0, {classes}), got [{y.min()}, {y.max()}].")

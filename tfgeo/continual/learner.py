@@ -351,6 +351,7 @@ class ContinualLearner:
         """Learns one more task from inputs `x` [N, ...] (array or dict of arrays)
         and integer labels `y` [N]; returns {"seconds", "steps"}."""
         task = self._check_task(x, y)
+        model_checks.check_inputs(x, "x", model=self.model)
         self.tasks.append(task)
         index = len(self.tasks) - 1
         if index == 0:

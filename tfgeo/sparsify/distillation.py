@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfgeo import batching
 from tfgeo import output_metrics
+from tfgeo import vectors
 from tfgeo import weights as weights_lib
 from tfgeo.sparsify import projection
 
@@ -83,7 +84,7 @@ def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int
             tape.watch(variables)
             loss = projection.functional_distance(ref, metric, run(x), list(refs))
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        optimizer.apply_gradients(zip([g * m for g, m in zip(grads, masks)],
+        optimizer.apply_gradients(zip([g * m for g, m in zip(vectors.dense(grads), masks)],
                                       model.trainable_variables))
         for v, m in zip(variables, masks):
             v.assign(v * m)  # Adam's moments would otherwise revive pruned weights

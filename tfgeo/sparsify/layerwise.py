@@ -44,6 +44,7 @@ from typing import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfgeo import batching
 from tfgeo import representations
@@ -196,6 +197,7 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
     _num_examples(inputs)
     masks = check_masks(model, masks)
     layers = representations.weighted_layers(model)
+    _warn_unrefit(model, layers, masks)
     dense = weights_lib.get_trainable(model)
     one_shot = [(w * m).astype(w.dtype) for w, m in zip(dense, masks)]
     forward = _Forward(model)
@@ -237,6 +239,24 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
     if apply:
         weights_lib.set_trainable(model, new)
     return new, report
+
+
+def _warn_unrefit(model, layers, masks) -> None:
+    """Logs one warning naming the layers this reconstruction cannot do justice
+    to: pruned tensors outside Dense/Conv2D layers (depthwise, separable,
+    embedding, attention, recurrent kernels), which keep their masked values,
+    and shared layers, which are refit to their last call only."""
+    refit = {i for w in layers for i in (w.kernel, w.bias) if i is not None}
+    variables = model.trainable_variables
+    masked = sorted({v.path.rsplit("/", 1)[0] for i, (v, m) in enumerate(zip(variables, masks))
+                     if i not in refit and not np.all(m)})
+    shared = [w.name for w in layers if len(getattr(w.layer, "_inbound_nodes", ())) > 1]
+    if masked:
+        logging.warning("layerwise.reconstruct refits Dense and Conv2D layers only; %s keep "
+                        "their masked (one-shot) values.", ", ".join(masked))
+    if shared:
+        logging.warning("layerwise.reconstruct refits the shared layer(s) %s to their last "
+                        "call in the forward pass only.", ", ".join(shared))
 
 
 def _tilde(kernel: np.ndarray, bias) -> np.ndarray:

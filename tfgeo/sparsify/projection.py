@@ -88,7 +88,9 @@ def reference(model: keras.Model, inputs, layers=None, logits_weight: float = 1.
     outputs; or a list of names), with c_l = logits_weight (outputs) or 1,
     over the reference's mean squared norm."""
     names = _names(model, layers)
-    run = tf.function(representation_fn(model, names))
+    # Eager: a few forward passes, once per call; a fresh tf.function per call
+    # (per stage and method) would only trace again and warn of retracing.
+    run = representation_fn(model, names)
     n = batching.num_examples(inputs)
     parts = [run(tf.nest.map_structure(lambda a: a[s:s + chunk_size], inputs))
              for s in range(0, n, chunk_size)]
@@ -174,8 +176,8 @@ class _Objective:
             n = tf.cast(tf.shape(z)[0], z.dtype)
             res = self.metric.residual(z, tf.cast(r, z.dtype)) if name == OUTPUTS else z - r
             cotangents.append(tf.stop_gradient(c * res / n))
-        return tape.gradient(zs, self.variables, output_gradients=cotangents,
-                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return vectors.dense(tape.gradient(zs, self.variables, output_gradients=cotangents,
+                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
     def distance(self) -> float:
         return float(self._distance())
@@ -253,7 +255,7 @@ def linear_projection(model: keras.Model, mask, inputs, layers=None, output_metr
     correction; assigns the result to the model and returns a report."""
     began = time.time()
     model_checks.check_network(model)
-    model_checks.check_inputs(inputs)
+    model_checks.check_inputs(inputs, model=model)
     w0 = weights_lib.get_trainable(model)
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
     objective = _Objective(model, inputs, ref, mask, output_metric, solver)
@@ -336,7 +338,7 @@ def gauss_newton_projection(model: keras.Model, mask, inputs, layers=None,
     """
     began = time.time()
     model_checks.check_network(model)
-    model_checks.check_inputs(inputs)
+    model_checks.check_inputs(inputs, model=model)
     w0 = weights_lib.get_trainable(model)
     ref = reference(model, inputs, layers, logits_weight, solver.chunk_size)
     start = [w * np.asarray(k) for w, k in zip(w0, mask)] if start is None else [

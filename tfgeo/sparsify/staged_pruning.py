@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tfgeo import model_checks
 from tfgeo import batching
@@ -171,6 +172,7 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
                                     0 if seed is None else int(seed) + k))
         row["seconds"] = time.time() - began
         row["measured_sparsity"] = _verify(model, masks, which, method, k)
+        _warn_emptied(model, masks, which, k)
         if "functional_distance" not in row:
             row["functional_distance"] = functional_distance(
                 model, reference, inputs, names, output_metric, logits_weight, solver.chunk_size)
@@ -183,6 +185,24 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
         if on_stage is not None:
             on_stage(row)
     return PruneReport(rows, masks, which)
+
+
+#: A pruned tensor keeping less than this fraction of its entries is reported.
+NEARLY_EMPTY = 0.02
+
+
+def _warn_emptied(model, masks, which, k) -> list[str]:
+    """Names (and logs once per stage) the pruned tensors that keep less than
+    `NEARLY_EMPTY` of their entries: a global ranking can empty one layer of a
+    user's network (a BatchNorm CNN's convolutions, a depthwise kernel), which
+    no recovery can undo; `mask="magnitude_dense"` allocates per tensor from
+    the dense start."""
+    emptied = [f"{v.path} ({100 * float(np.mean(m)):.2g}% kept)"
+               for v, m, w in zip(model.trainable_variables, masks, which)
+               if w and np.mean(m) < NEARLY_EMPTY]
+    if emptied:
+        logging.warning("Stage %d leaves %s nearly empty.", k + 1, ", ".join(emptied))
+    return emptied
 
 
 def functional_distance(model: keras.Model, reference, inputs, layers=None,
@@ -346,8 +366,9 @@ def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, 
         if not np.all(np.isfinite(np.asarray(leaf, dtype=np.float64))):
             raise ValueError("inputs contain NaN or infinite values.")
     try:
-        model(tf.nest.map_structure(lambda a: a[:1], inputs), training=False)
+        outputs = model(tf.nest.map_structure(lambda a: a[:1], inputs), training=False)
     except Exception as e:  # noqa: BLE001 - the model decides what it accepts
         raise ValueError(f"the model does not accept inputs of this shape: "
                          f"{str(e).splitlines()[0]}") from None
+    model_checks.check_outputs(outputs)
     return [float(s) for s in stages]

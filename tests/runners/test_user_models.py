@@ -1,0 +1,128 @@
+"""The runners on users' own saved models (tests/user_models.py): each runs a
+shortened study from `--start_model` (`--model_a`/`--model_b`) or refuses the
+model in one line; nothing is silently wrong (issue: users' own Keras models).
+The cases of one runner share one process (tests/runner_cases.py)."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfgeo
+from tests import user_models
+from tests.runner_process import run_cases
+from tests.runner_process import run_named_cases
+from tfgeo.experiments import data
+
+SPARSIFY = ["functional_gelu_dropout", "cnn_batch_norm", "residual_layer_norm", "subclassed",
+            "separable_depthwise", "attention", "gru_unrolled", "shared_layer", "frozen_layer"]
+CONNECT = ["functional_gelu_dropout", "subclassed", "frozen_layer"]
+REFUSED = [n for n in user_models.REFUSED if n != "dict_outputs"]  # _DictNet is not saved
+SHORT_SPARSIFY = ("--sparsities=0.7", "--methods=one_shot,layerwise,geodesic",
+                  "--projection_steps=2", "--calibration_size=256")
+SHORT_CONNECT = ("--methods=geodesic,straight", "--eval_points=3", "--relax_iterations=10",
+                 "--noalign")
+
+
+def _save(model, path):
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user_models")
+    digits = data.load_digits(flat=False)
+    saved, cases, outs = {}, {}, {}
+    for name in sorted(set(SPARSIFY) | set(CONNECT)):
+        for seed in ((0, 1, 2) if name == "frozen_layer" else (0, 1) if name in CONNECT
+                     else (0,)):
+            model = user_models.build(name, seed)
+            if name == "frozen_layer" and seed == 1:  # B shares A's frozen layer (seed 2: not)
+                model.get_layer("frozen").set_weights(
+                    keras.saving.load_model(saved[name, 0]).get_layer("frozen").get_weights())
+            model.compile("adam", tfgeo.losses.classification_loss())
+            model.fit(digits.train.x, digits.train.y, epochs=3, batch_size=64, verbose=0)
+            saved[name, seed] = _save(model, str(root / f"{name}_{seed}.keras"))
+    for name in REFUSED:
+        saved[name, 0] = _save(user_models.build(name), str(root / f"{name}.keras"))
+    for name in SPARSIFY + REFUSED:
+        outs["sparsify", name] = str(root / "sparsify" / name)
+        cases["sparsify", name] = ("runners.sparsify", [
+            f"--start_model={saved[name, 0]}", f"--output_dir={outs['sparsify', name]}",
+            *SHORT_SPARSIFY])
+    for name in CONNECT:
+        outs["connect", name] = str(root / "connect" / name)
+        cases["connect", name] = ("runners.connect", [
+            f"--model_a={saved[name, 0]}", f"--model_b={saved[name, 1]}",
+            f"--output_dir={outs['connect', name]}", *SHORT_CONNECT])
+    outs["connect", "frozen_differs"] = str(root / "connect" / "frozen_differs")
+    cases["connect", "frozen_differs"] = ("runners.connect", [
+        f"--model_a={saved['frozen_layer', 0]}", f"--model_b={saved['frozen_layer', 2]}",
+        f"--output_dir={outs['connect', 'frozen_differs']}", *SHORT_CONNECT])
+    for key, (module, args) in cases.items():  # the subclassed model's class registers
+        args.append("--imports=tests.user_models")
+    got = run_named_cases(cases)
+    return {key: (got[key], outs[key], saved) for key in cases}
+
+
+def _fixed(path):
+    return [np.array(v) for v in keras.saving.load_model(path).non_trainable_weights]
+
+
+@pytest.mark.parametrize("name", SPARSIFY)
+def test_sparsify_prunes_a_users_model_from_start_model(name, runs):
+    proc, out, saved = runs["sparsify", name]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    rows = {r["method"]: r for r in res["rows"] if r["stage"] == 1}
+    assert set(rows) == {"one_shot", "layerwise", "geodesic"}
+    for row in rows.values():
+        assert row["measured_sparsity"] == pytest.approx(0.7, abs=1e-3) and row["mask_respected"]
+    assert os.path.basename(saved[name, 0]) in res["title"]  # the user's model, not a zoo name
+    # Frozen weights and BatchNorm statistics come through untouched.
+    for a, b in zip(_fixed(saved[name, 0]), _fixed(os.path.join(out, "geodesic.keras"))):
+        np.testing.assert_array_equal(a, b)
+    assert rows["geodesic"]["functional_distance"] < rows["one_shot"]["functional_distance"]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_sparsify_refuses_unsupported_models_in_one_line(name, runs):
+    proc, out, _ = runs["sparsify", name]
+    assert proc.returncode != 0 and "--start_model" in proc.stderr
+    assert user_models.REFUSED[name][1] in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+@pytest.mark.parametrize("name", CONNECT)
+def test_connect_joins_two_users_models(name, runs):
+    proc, out, saved = runs["connect", name]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    assert set(res["paths"]) == {"geodesic A->B", "straight A->B"}
+    for path in res["paths"].values():
+        assert np.isfinite(path["barrier"])
+    assert os.path.basename(saved[name, 0]) in res["title"]
+
+
+def test_connect_refuses_endpoints_whose_frozen_layers_differ(runs):
+    proc, out, _ = runs["connect", "frozen_differs"]
+    assert proc.returncode != 0 and "non-trainable weights" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+def test_a_subclassed_model_needs_its_class_imported(tmp_path, runs):
+    _, _, saved = runs["sparsify", "subclassed"]
+    proc = run_cases("runners.sparsify", [[f"--start_model={saved['subclassed', 0]}",
+                                           f"--output_dir={tmp_path}", *SHORT_SPARSIFY],
+                                          ["--imports=no_such_module",
+                                           f"--output_dir={tmp_path / 'b'}"]])
+    # In the runner process the class is unknown until --imports names its module.
+    assert proc[0].returncode != 0 and "--start_model" in proc[0].stderr
+    assert "Could not locate class 'SubNet'; name the module" in proc[0].stderr
+    assert "--imports" in proc[0].stderr
+    assert proc[1].returncode != 0 and "--imports=no_such_module" in proc[1].stderr
