@@ -5,6 +5,8 @@ import os
 import pytest
 
 from tests.runner_process import case_outcomes
+from tests.runner_process import read_results
+from tests.runner_process import run_cases
 from tests.runner_process import run_module
 
 
@@ -46,3 +48,23 @@ def test_walk_bad_flags_fail_fast_naming_the_flag(case, outcomes):
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Training" not in proc.stderr  # failed before any heavy work
+
+
+def test_walk_flags_act_and_a_walk_folder_of_other_flags_is_refused(tmp_path):
+    short = ["--steps=10", "--record_every=5", "--train_epochs=3", "--hidden=16"]
+    default, kfac = str(tmp_path / "default"), str(tmp_path / "kfac")
+    first, second, other = run_cases("runners.walk", [
+        [f"--output_dir={default}", *short],
+        [f"--output_dir={kfac}", *short, "--metric=kfac", "--preconditioner=kfac"],
+        [f"--output_dir={default}", *short[:-1], "--hidden=8"]])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    a, b = read_results(default), read_results(kfac)
+    assert b["config"]["metric"] == "kfac" and b["config"]["preconditioner"] == "kfac"
+    # The same start network and target: only the metric and preconditioner differ.
+    assert a["summary"]["start_test_accuracy"] == b["summary"]["start_test_accuracy"]
+    assert a["records"][-1]["cg_residual"] != pytest.approx(b["records"][-1]["cg_residual"],
+                                                            rel=1e-3)
+    # The folder holds a walk made with other flags: refused, naming them.
+    assert other.returncode != 0 and "--hidden" in other.stderr
+    assert read_results(default) == a
