@@ -161,6 +161,10 @@ class ContinualConfig:
     data: config_lib.DataConfig = config_lib.nested(config_lib.DataConfig)
     network: config_lib.NetworkConfig = config_lib.nested(config_lib.NetworkConfig)
     geodesic: config_lib.GeodesicConfig = config_lib.nested(config_lib.GeodesicConfig)
+    start_model: str | None = option(None, "A .keras network to start from instead of "
+                                     "--model (inputs the data's; outputs the heads' logits, "
+                                     "heads x classes per head); task 0 is learnt from it.",
+                                     path="file")
     benchmark: str = option("split", "split: two halves of the classes; split5: five 2-class "
                             "tasks; permuted: --num_tasks pixel permutations; split_cifar100: "
                             "10-class tasks.", choices=BENCHMARKS)
@@ -389,15 +393,22 @@ def run(config: ContinualConfig) -> results.Report:
                  config.scenario, ", ".join(f"{t.name} ({len(t.train.y)} train)"
                                             for t in sequence.tasks))
 
+    outputs = sequence.num_heads * sequence.classes_per_head
+
     def build():
-        body = networks.build(config.network, sequence.input_shape,
-                              sequence.num_heads * sequence.classes_per_head)
-        return multihead.multi_head(body, sequence.num_heads, sequence.classes_per_head)
+        if config.start_model:  # a fresh copy for each method: loaded again
+            body = networks.load(config.start_model, sequence.input_shape, outputs)
+        else:
+            body = networks.build(config.network, sequence.input_shape, outputs)
+        return multihead.multi_head(body, sequence.num_heads, sequence.classes_per_head,
+                                    input_shape=sequence.input_shape)
 
     keras.utils.set_random_seed(config.run.seed)
     jit = config_lib.jit_compile(config.run.compile, build())
     names = [t.name for t in sequence.tasks]
-    title = f"{config.benchmark} {ds.name}, {config.scenario}-incremental, {len(names)} tasks"
+    start = f" from {os.path.basename(config.start_model)}" if config.start_model else ""
+    title = (f"{config.benchmark} {ds.name}{start}, {config.scenario}-incremental, "
+             f"{len(names)} tasks")
 
     def progress(out):
         results.write_report(config.run.output_dir, report(out, names, title, evaluated),

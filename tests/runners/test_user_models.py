@@ -21,6 +21,8 @@ CONNECT = ["functional_gelu_dropout", "subclassed", "frozen_layer"]
 REFUSED = [n for n in user_models.REFUSED if n != "dict_outputs"]  # _DictNet is not saved
 SHORT_SPARSIFY = ("--sparsities=0.7", "--methods=one_shot,layerwise,geodesic",
                   "--projection_steps=2", "--calibration_size=256")
+CONTINUAL = ["functional_gelu_dropout", "subclassed"]  # split digits: 2 heads x 5 classes
+SHORT_CONTINUAL = ("--methods=naive,geodesic", "--epochs=1", "--geodesic_steps=20")
 SHORT_CONNECT = ("--methods=geodesic,straight", "--eval_points=3", "--relax_iterations=10",
                  "--noalign")
 
@@ -61,6 +63,11 @@ def runs(tmp_path_factory):
     cases["connect", "frozen_differs"] = ("runners.connect", [
         f"--model_a={saved['frozen_layer', 0]}", f"--model_b={saved['frozen_layer', 2]}",
         f"--output_dir={outs['connect', 'frozen_differs']}", *SHORT_CONNECT])
+    for name in CONTINUAL:
+        outs["continual", name] = str(root / "continual" / name)
+        cases["continual", name] = ("runners.continual", [
+            f"--start_model={saved[name, 0]}", f"--output_dir={outs['continual', name]}",
+            *SHORT_CONTINUAL])
     for key, (module, args) in cases.items():  # the subclassed model's class registers
         args.append("--imports=tests.user_models")
     got = run_named_cases(cases)
@@ -126,3 +133,15 @@ def test_a_subclassed_model_needs_its_class_imported(tmp_path, runs):
     assert "Could not locate class 'SubNet'; name the module" in proc[0].stderr
     assert "--imports" in proc[0].stderr
     assert proc[1].returncode != 0 and "--imports=no_such_module" in proc[1].stderr
+
+
+@pytest.mark.parametrize("name", CONTINUAL)
+def test_continual_learns_from_a_users_start_model(name, runs):
+    proc, out, saved = runs["continual", name]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    assert set(res["methods"]) == {"naive", "geodesic"}
+    for r in res["methods"].values():
+        assert np.array(r["R"]).shape == (2, 2) and 0.0 <= r["average_accuracy"] <= 1.0
+    assert os.path.basename(saved[name, 0]) in res["title"]

@@ -35,16 +35,20 @@ class SelectHead(keras.layers.Layer):
 
 
 def multi_head(body: keras.Model, num_tasks: int, classes_per_task: int,
-               name: str = "multi_head") -> keras.Model:
-    """Wraps `body` (outputs [N, num_tasks * classes_per_task]) with task-id inputs."""
+               name: str = "multi_head", input_shape=None) -> keras.Model:
+    """Wraps `body` (outputs [N, num_tasks * classes_per_task]) with task-id inputs.
+    `input_shape` (without the batch) defaults to the body's; a subclassed body,
+    which states none, needs it."""
     if num_tasks < 1 or classes_per_task < 2:
         raise ValueError(f"need num_tasks >= 1 and classes_per_task >= 2, got "
                          f"{num_tasks}, {classes_per_task}.")
-    outputs = int(body.output_shape[-1])
+    x = keras.Input(tuple(input_shape) if input_shape is not None else body.input_shape[1:],
+                    name=INPUTS)
+    features = body(x)
+    outputs = int(features.shape[-1])
     if outputs != num_tasks * classes_per_task:
         raise ValueError(f"body has {outputs} outputs; {num_tasks} heads of "
                          f"{classes_per_task} need {num_tasks * classes_per_task}.")
-    x = keras.Input(body.input_shape[1:], name=INPUTS)
     task = keras.Input((), dtype="int32", name=TASK)
-    logits = SelectHead(num_tasks, classes_per_task)(body(x), task)
+    logits = SelectHead(num_tasks, classes_per_task)(features, task)
     return keras.Model({INPUTS: x, TASK: task}, logits, name=name)
