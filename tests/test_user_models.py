@@ -187,3 +187,16 @@ def test_a_layer_a_global_ranking_empties_is_named(caplog):
     with caplog.at_level("WARNING"):
         tfgeo.sparsify.prune(model, x, 0.95, method="magnitude", mask="magnitude", verbose=0)
     assert "nearly empty" in caplog.text and "head/kernel" in caplog.text
+
+
+@pytest.mark.parametrize("name,message,layer", [
+    ("separable_depthwise", "refits Dense and Conv2D layers only", "depthwise"),
+    ("shared_layer", "shared layer(s) shared", "shared"),
+])
+def test_layerwise_names_what_it_cannot_refit(name, message, layer, trained, digits, caplog):
+    model = trained[name]
+    masks = [np.asarray(m) for m in tfgeo.sparsify.pruning.magnitude_masks(
+        weights_lib.get_trainable(model), 0.5)]
+    with caplog.at_level("WARNING"):
+        tfgeo.sparsify.layerwise.reconstruct(model, masks, digits.train.x[:128])
+    assert message in caplog.text and layer in caplog.text

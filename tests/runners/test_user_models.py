@@ -18,6 +18,8 @@ from tfgeo.experiments import data
 SPARSIFY = ["functional_gelu_dropout", "cnn_batch_norm", "residual_layer_norm", "subclassed",
             "separable_depthwise", "attention", "gru_unrolled", "shared_layer", "frozen_layer"]
 CONNECT = ["functional_gelu_dropout", "subclassed", "frozen_layer"]
+# Two BatchNorm networks trained apart hold other statistics: refused in one line.
+CONNECT_REFUSED = ["cnn_batch_norm"]
 REFUSED = [n for n in user_models.REFUSED if n != "dict_outputs"]  # _DictNet is not saved
 SHORT_SPARSIFY = ("--sparsities=0.7", "--methods=one_shot,layerwise,geodesic",
                   "--projection_steps=2", "--calibration_size=256")
@@ -37,9 +39,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("user_models")
     digits = data.load_digits(flat=False)
     saved, cases, outs = {}, {}, {}
-    for name in sorted(set(SPARSIFY) | set(CONNECT)):
-        for seed in ((0, 1, 2) if name == "frozen_layer" else (0, 1) if name in CONNECT
-                     else (0,)):
+    for name in sorted(set(SPARSIFY) | set(CONNECT) | set(CONNECT_REFUSED)):
+        for seed in ((0, 1, 2) if name == "frozen_layer"
+                     else (0, 1) if name in CONNECT + CONNECT_REFUSED else (0,)):
             model = user_models.build(name, seed)
             if name == "frozen_layer" and seed == 1:  # B shares A's frozen layer (seed 2: not)
                 model.get_layer("frozen").set_weights(
@@ -54,7 +56,7 @@ def runs(tmp_path_factory):
         cases["sparsify", name] = ("runners.sparsify", [
             f"--start_model={saved[name, 0]}", f"--output_dir={outs['sparsify', name]}",
             *SHORT_SPARSIFY])
-    for name in CONNECT:
+    for name in CONNECT + CONNECT_REFUSED:
         outs["connect", name] = str(root / "connect" / name)
         cases["connect", name] = ("runners.connect", [
             f"--model_a={saved[name, 0]}", f"--model_b={saved[name, 1]}",
@@ -145,3 +147,11 @@ def test_continual_learns_from_a_users_start_model(name, runs):
     for r in res["methods"].values():
         assert np.array(r["R"]).shape == (2, 2) and 0.0 <= r["average_accuracy"] <= 1.0
     assert os.path.basename(saved[name, 0]) in res["title"]
+
+
+@pytest.mark.parametrize("name", CONNECT_REFUSED)
+def test_connect_refuses_batch_norm_endpoints_trained_apart(name, runs):
+    proc, out, _ = runs["connect", name]
+    assert proc.returncode != 0 and "non-trainable weights" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(os.path.join(out, "results.json"))
