@@ -98,6 +98,47 @@ def frontier(rows, sparsity: float, split: str = "validation"):
     return out
 
 
+def run_point(model, dense, calibration, stages, name: str, method: str, kw: dict, splits: dict,
+              *, cg_iterations: int = 50, batch_size: int = 256, seed: int = 0,
+              jit_compile: bool = True) -> list[dict]:
+    """One configuration: `tfgeo.sparsify.prune` through every stage from the
+    dense weights; one row per stage with its own and the cumulative
+    gradient-equivalents (prune's accounting, the runner's) and the accuracy
+    on each split ({name: ArraySplit})."""
+    from tfgeo import classification
+    from tfgeo.sparsify import projection
+    from tfgeo.sparsify import staged_pruning
+
+    kw = dict(kw)
+    model.set_weights(dense)
+    size, tol = kw.pop("solver", (0, 0.1))
+    steps, rate = kw.pop("distill", (2000, 1e-3))
+    solver = projection.Solver(damping=1e-3, max_iterations=cg_iterations, tolerance=tol,
+                               curvature_size=size, jit_compile=jit_compile)
+    totals = {"gradient_equivalents": 0.0, "seconds": 0.0}
+    rows = []
+
+    def on_stage(row):
+        totals["gradient_equivalents"] += row["gradient_equivalents"]
+        totals["seconds"] += row["seconds"]
+        r = {"name": name, "method": method, "sparsity": row["sparsity"],
+             "measured_sparsity": row["measured_sparsity"],
+             "functional_distance": row["functional_distance"],
+             "stage_gradient_equivalents": row["gradient_equivalents"],
+             "gradient_equivalents": totals["gradient_equivalents"],
+             "seconds": totals["seconds"]}
+        for split, data in splits.items():
+            r[f"{split}_accuracy"] = classification.evaluate_classifier(
+                model, data.x, data.y)["accuracy"]
+        rows.append(r)
+
+    staged_pruning.prune(
+        model, calibration, stages, method=method, solver=solver,
+        distillation_settings=staged_pruning.Distillation(steps, batch_size, rate),
+        batch_size=batch_size, seed=seed, verbose=0, on_stage=on_stage, **kw)
+    return rows
+
+
 def main(_):
     import keras
     import numpy as np
@@ -109,8 +150,6 @@ def main(_):
     from tfgeo.experiments import sparsify_experiment as study
     from tfgeo.experiments import training
     from tfgeo.models import registry
-    from tfgeo.sparsify import projection
-    from tfgeo.sparsify import staged_pruning
 
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     ds, train, val = data.load_splits(config_lib.DataConfig(
@@ -144,34 +183,11 @@ def main(_):
     for name, method, kw in configurations():
         if name in done:
             continue
-        start.set_weights(dense)
-        size, tol = kw.pop("solver", (0, 0.1))
-        steps, rate = kw.pop("distill", (2000, 1e-3))
-        solver = projection.Solver(damping=1e-3, max_iterations=FLAGS.cg_iterations,
-                                   tolerance=tol, curvature_size=size,
-                                   jit_compile=not FLAGS.graph)
-        totals = {"gradient_equivalents": 0.0, "seconds": 0.0}
-        point_rows = []
-
-        def on_stage(row):
-            totals["gradient_equivalents"] += row["gradient_equivalents"]
-            totals["seconds"] += row["seconds"]
-            r = {"name": name, "method": method, "sparsity": row["sparsity"],
-                 "measured_sparsity": row["measured_sparsity"],
-                 "functional_distance": row["functional_distance"],
-                 "stage_gradient_equivalents": row["gradient_equivalents"],
-                 "gradient_equivalents": totals["gradient_equivalents"],
-                 "seconds": totals["seconds"]}
-            for split, s in (("validation", val), ("test", ds.test)):
-                r[f"{split}_accuracy"] = classification.evaluate_classifier(
-                    start, s.x, s.y)["accuracy"]
-            point_rows.append(r)
-
         began = time.time()
-        staged_pruning.prune(
-            start, calibration, stages, method=method, solver=solver,
-            distillation_settings=staged_pruning.Distillation(steps, FLAGS.batch_size, rate),
-            batch_size=FLAGS.batch_size, seed=FLAGS.seed, verbose=0, on_stage=on_stage, **kw)
+        point_rows = run_point(start, dense, calibration, stages, name, method, kw,
+                               {"validation": val, "test": ds.test},
+                               cg_iterations=FLAGS.cg_iterations, batch_size=FLAGS.batch_size,
+                               seed=FLAGS.seed, jit_compile=not FLAGS.graph)
         rows.extend(point_rows)
         print(f"{name}: " + ", ".join(
             f"{100 * r['sparsity']:g}% val {r['validation_accuracy']:.4f} test "

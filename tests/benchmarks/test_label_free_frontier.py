@@ -1,0 +1,66 @@
+"""benchmarks/label_free_frontier.py counts compute as the runner does: the same
+gradient-equivalents per stage for the same network, calibration inputs and
+settings (issue: the label-free frontier)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.runner_process import ROOT
+from tests.runner_process import runner_env
+
+_BOTH = r"""
+import importlib.util, json, sys
+import keras
+from tfgeo.experiments import config as config_lib
+from tfgeo.experiments import data
+from tfgeo.experiments import sparsify_experiment as study
+from tfgeo.models import registry
+
+out, start_path = sys.argv[1], sys.argv[2]
+keras.utils.set_random_seed(0)
+digits = data.load_digits(flat=False)
+start = registry.get("mlp", digits.input_shape, digits.num_classes, hidden=(32,))
+start.compile("adam", "sparse_categorical_crossentropy")
+start.fit(digits.train.x, digits.train.y, epochs=3, verbose=0)
+start.save(start_path)
+config = study.SparsifyConfig(
+    run=config_lib.RunConfig(output_dir=out, verbose=0),
+    start_model=start_path, sparsities=(0.5, 0.8), methods=("geodesic", "distill"),
+    calibration_size=256, projection_steps=2, distill_steps=20)
+runner = study.run(config).payload["rows"]
+spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
+frontier = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(frontier)
+_, train, validation = data.load_run_splits(config.data, 0)
+calibration = study.calibration_set(train, 256, 0)
+model = keras.saving.load_model(start_path)
+points = {}
+for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, 1e-3)})):
+    points[method] = frontier.run_point(model, model.get_weights(), calibration, [0.5, 0.8],
+                                        method, method, kw, {"validation": validation})
+print(json.dumps({"runner": runner, "frontier": points}))
+"""
+
+
+def test_the_frontier_counts_gradient_equivalents_as_the_runner_does(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _BOTH, str(tmp_path / "run"),
+                           str(tmp_path / "start.keras")], cwd=ROOT, env=runner_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for method in ("geodesic", "distill"):
+        runner = sorted((r for r in got["runner"] if r["method"] == method),
+                        key=lambda r: r["stage"])
+        points = got["frontier"][method]
+        assert [r["sparsity"] for r in runner] == [p["sparsity"] for p in points] == [0.5, 0.8]
+        for r, p in zip(runner, points):
+            assert p["stage_gradient_equivalents"] == pytest.approx(r["gradient_equivalents"],
+                                                                     rel=1e-9), method
+        assert points[-1]["gradient_equivalents"] == pytest.approx(
+            sum(r["gradient_equivalents"] for r in runner), rel=1e-9)
+    # The projection has no randomness: the same networks, the same distances.
+    for r, p in zip([r for r in got["runner"] if r["method"] == "geodesic"],
+                    got["frontier"]["geodesic"]):
+        assert p["functional_distance"] == pytest.approx(r["functional_distance"], rel=1e-3)
