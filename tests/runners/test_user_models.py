@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
                 model.get_layer("frozen").set_weights(
                     keras.saving.load_model(saved[name, 0]).get_layer("frozen").get_weights())
             model.compile("adam", tfgeo.losses.classification_loss())
-            model.fit(digits.train.x, digits.train.y, epochs=3, batch_size=64, verbose=0)
+            model.fit(digits.train.x, digits.train.y, epochs=2, batch_size=64, verbose=0)
             saved[name, seed] = _save(model, str(root / f"{name}_{seed}.keras"))
     for name in REFUSED:
         saved[name, 0] = _save(user_models.build(name), str(root / f"{name}.keras"))
