@@ -14,7 +14,6 @@ Groups shared by the applications: `RunConfig` (seed, output folder),
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 from typing import Any, Sequence
@@ -145,7 +144,7 @@ def identity(config) -> dict:
     sha256), so a run resumed after an input was replaced is refused."""
     out = {k: v for k, v in flat(config).items() if k not in PRESENTATION}
     for name, value in _inputs(config):
-        out[name + CONTENT] = fingerprint(value)
+        out[name + CONTENT] = data_lib.fingerprint(value)
     return out
 
 
@@ -156,23 +155,6 @@ def _inputs(config, prefix: str = ""):
             yield from _inputs(value, prefix + f.metadata.get("prefix", ""))
         elif f.metadata.get("path") in ("file", "exists") and isinstance(value, str):
             yield prefix + f.name, value
-
-
-def fingerprint(path: str) -> str:
-    """sha256 of a file's bytes, or of a folder's relative file names and
-    bytes (sorted), as hex."""
-    digest = hashlib.sha256()
-    if os.path.isdir(path):
-        files = sorted(os.path.relpath(os.path.join(root, name), path)
-                       for root, _, names in os.walk(path) for name in names)
-    else:
-        files = [""]
-    for rel in files:
-        digest.update(rel.encode() + b"\0")
-        with open(os.path.join(path, rel) if rel else path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def nested(cls, prefix: str = "", **defaults):

@@ -16,6 +16,7 @@ models flatten as they need. The splits fit in memory on these machines
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 from typing import NamedTuple, Sequence
@@ -132,12 +133,28 @@ def check_reachable(builder, timeout: float = 5.0) -> None:
                 f"holding the original files ({names}).") from None
 
 
+def fingerprint(path: str) -> str:
+    """sha256 (hex) of a file's bytes, or of a folder's files: each relative
+    name and its bytes, in sorted order."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        files = sorted(os.path.relpath(os.path.join(root, name), path)
+                       for root, _, names in os.walk(path) for name in names)
+    else:
+        files = [None]
+    for rel in files:
+        if rel is not None:
+            digest.update(rel.encode() + b"\0")
+        with open(path if rel is None else os.path.join(path, rel), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def check_manual_dir(builder, manual_dir: str) -> None:
     """Raises ValueError naming the first file tfds needs that `manual_dir`
     lacks or holds with other contents (size or sha256), instead of letting
     tfds fall back to a download that cannot succeed offline."""
-    import hashlib
-
     infos = getattr(builder, "url_infos", None) or {}
     for url, info in sorted(infos.items()):
         filename = getattr(info, "filename", None) or url.rsplit("/", 1)[-1]
@@ -151,11 +168,7 @@ def check_manual_dir(builder, manual_dir: str) -> None:
                              f"{os.path.getsize(path)} bytes, the original {int(size)}.")
         checksum = getattr(info, "checksum", None)
         if checksum:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != checksum:
+            if fingerprint(path) != checksum:
                 raise ValueError(f"manual_dir {manual_dir!r}: {filename} is not the original "
                                  "file (sha256 differs).")
 
@@ -270,8 +283,6 @@ def _cached(archive: str, data_dir, load_fn) -> ArrayDataset:
     """`load_fn(archive)`, decoded once and kept as arrays in
     `<data_dir or $TFGEO_DATA_DIR or ~/.cache/tfgeo>/<name>-<size>-<mtime>.npz`
     (decoding 60,000 JPEGs takes a minute; loading the arrays, a second)."""
-    import hashlib
-
     folder = data_dir or os.environ.get(DATA_DIR_ENV) or os.path.join(
         os.path.expanduser("~"), ".cache", "tfgeo")
     stat = os.stat(archive)

@@ -59,6 +59,20 @@ def case_outcomes(module: str, cases: list):
     return fixture
 
 
+#: What a run writes as results; a refused run leaves none of them behind.
+RESULTS = ("results.json", "start.keras", "model.keras", "walked.keras", "accuracy.png")
+
+
+def fails_cleanly(proc, culprit: str, out: str) -> None:
+    """Asserts a refused run: non-zero exit, `culprit` named in stderr, no
+    traceback, and no result or temporary file in its output folder `out`."""
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert culprit in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if os.path.isdir(out):
+        assert not [f for f in os.listdir(out) if f in RESULTS or f.startswith(".tmp-")]
+
+
 def read_results(out: str) -> dict:
     """A run's `results.json` in folder `out`."""
     with open(os.path.join(out, "results.json")) as f:

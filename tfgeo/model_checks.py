@@ -72,5 +72,12 @@ def check_inputs(inputs, argument: str = "inputs", model=None) -> None:
     if n is not None and len(n) > 0 and n[0] == 0:
         raise ValueError(f"{argument} holds no examples.")
     if model is not None:
-        first = tf.nest.map_structure(lambda t: t[:1], inputs)
-        check_outputs(model(first, training=False), "model")
+        output_classes(model, inputs)
+
+
+def output_classes(model, inputs, argument: str = "model") -> int:
+    """The number of logits `model` returns on the first example of `inputs`,
+    after `check_outputs` (a subclassed model shows its outputs only when called)."""
+    outputs = model(tf.nest.map_structure(lambda t: t[:1], inputs), training=False)
+    check_outputs(outputs, argument)
+    return int(outputs.shape[-1])

@@ -7,23 +7,14 @@ import sys
 import time
 
 import keras
-import numpy as np
 import pytest
 
 from tests.runner_process import ROOT
+from tests.runner_process import fails_cleanly
 from tests.runner_process import run_module
 from tests.runner_process import run_named_cases
 from tests.runner_process import runner_env
 
-RESULTS = ("results.json", "start.keras", "model.keras", "walked.keras", "accuracy.png")
-
-
-def _fails_cleanly(proc, culprit, out):
-    assert proc.returncode != 0, proc.stderr[-2000:]
-    assert culprit in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    if os.path.isdir(out):
-        assert not [f for f in os.listdir(out) if f in RESULTS or f.startswith(".tmp-")]
 
 
 BAD_VALUES = [
@@ -110,7 +101,7 @@ def outcomes(tmp_path_factory):
                          ids=[f"{m.split('.')[1]}{a[0].split('=')[0]}" for m, a, _ in BAD_VALUES])
 def test_bad_values_name_the_flag(case, outcomes):
     proc, out = outcomes[f"value{case}"]
-    _fails_cleanly(proc, BAD_VALUES[case][2], out)
+    fails_cleanly(proc, BAD_VALUES[case][2], out)
 
 
 def test_empty_output_dir_is_named(tmp_path):
@@ -123,7 +114,7 @@ def test_empty_output_dir_is_named(tmp_path):
 @pytest.mark.parametrize("kind", list(START_MODELS))
 def test_unusable_start_models_are_named(kind, outcomes):
     proc, out = outcomes[f"start_{kind}"]
-    _fails_cleanly(proc, "--start_model", out)
+    fails_cleanly(proc, "--start_model", out)
     assert START_MODELS[kind] in proc.stderr
     if kind != "folder":  # refused at flag parsing, before any log line
         assert "Sparsity schedule" in proc.stderr  # the log is captured: what is absent is absent
@@ -131,14 +122,14 @@ def test_unusable_start_models_are_named(kind, outcomes):
 
 def test_connect_checks_the_architecture_before_training(outcomes):
     proc, out = outcomes["architecture"]
-    _fails_cleanly(proc, "--model_a", out)
+    fails_cleanly(proc, "--model_a", out)
     assert "Training endpoint" not in proc.stderr + proc.stdout  # refused before any work
 
 
 @pytest.mark.parametrize("content", ["empty", "garbage"])
 def test_a_manual_dir_without_the_originals_fails_fast(content, outcomes):
     proc, out = outcomes[f"manual_{content}"]
-    _fails_cleanly(proc, "--dataset=mnist", out)
+    fails_cleanly(proc, "--dataset=mnist", out)
     assert ("lacks" if content == "empty" else "bytes") in proc.stderr
 
 
@@ -174,7 +165,7 @@ def test_a_diverging_run_writes_no_result(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _POISONED_TRAIN, "--epochs=2",
                            f"--output_dir={out}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
-    _fails_cleanly(proc, "diverged", out)
+    fails_cleanly(proc, "diverged", out)
 
 
 def test_ctrl_c_ends_with_one_line(tmp_path):

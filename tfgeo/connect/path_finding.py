@@ -374,7 +374,6 @@ def _check(model_a, model_b, x, y, method, num_points, budget, verbose):
                          f"{len(tf.nest.flatten(x)[0])} and {len(y)}.")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y must hold integer labels, got dtype {y.dtype}.")
-    model_checks.check_inputs(x, "x", model=model_a)
-    classes = int(model_a(tf.nest.map_structure(lambda t: t[:1], x), training=False).shape[-1])
+    classes = model_checks.output_classes(model_a, x, "model_a")
     if y.min() < 0 or y.max() >= classes:
         raise ValueError(f"labels must be in [0, {classes}), got [{y.min()}, {y.max()}].")

@@ -351,7 +351,6 @@ class ContinualLearner:
         """Learns one more task from inputs `x` [N, ...] (array or dict of arrays)
         and integer labels `y` [N]; returns {"seconds", "steps"}."""
         task = self._check_task(x, y)
-        model_checks.check_inputs(x, "x", model=self.model)
         self.tasks.append(task)
         index = len(self.tasks) - 1
         if index == 0:
@@ -382,8 +381,7 @@ class ContinualLearner:
                              f"{[len(np.asarray(a)) for a in leaves]} and {len(y)}.")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"y must hold integer labels, got dtype {y.dtype}.")
-        classes = self.model.outputs[0].shape[-1] if getattr(self.model, "outputs", None) \
-            else None
-        if classes is not None and (y.min() < 0 or y.max() >= classes):
+        classes = model_checks.output_classes(self.model, x)
+        if y.min() < 0 or y.max() >= classes:
             raise ValueError(f"labels must be in [0, {classes}), got [{y.min()}, {y.max()}].")
         return TaskData(x, y)
