@@ -110,8 +110,7 @@ def test_label_free_pruning_is_exact_and_recovers(name, trained, digits):
     assert results["geodesic"][1] >= results["magnitude"][1] - 0.02
 
 
-@pytest.mark.parametrize("name", ["functional_gelu_dropout", "cnn_batch_norm", "subclassed",
-                                  "frozen_layer"])
+@pytest.mark.parametrize("name", NAMES)
 def test_the_continual_learner_runs_and_keeps_fixed_weights(name, digits):
     model = user_models.build(name, 0)
     tasks = data.class_split_tasks(digits, [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
@@ -125,8 +124,7 @@ def test_the_continual_learner_runs_and_keeps_fixed_weights(name, digits):
         np.testing.assert_array_equal(fixed[0], _fixed(model)[0])
 
 
-@pytest.mark.parametrize("name", ["functional_gelu_dropout", "residual_layer_norm",
-                                  "subclassed", "frozen_layer"])
+@pytest.mark.parametrize("name", NAMES)
 def test_a_path_between_two_user_models_ends_at_b(name, trained, digits):
     a = trained[name]
     b = keras.models.clone_model(a)
@@ -134,10 +132,35 @@ def test_a_path_between_two_user_models_ends_at_b(name, trained, digits):
     rng = np.random.default_rng(3)
     for v in b.trainable_variables:  # another optimum's stand-in: a perturbed copy
         v.assign(v + 0.05 * rng.standard_normal(v.shape).astype(np.float32))
-    path = tfgeo.connect.find_path(a, b, digits.train.x[:256], digits.train.y[:256],
-                                   method="geodesic", num_points=5, budget=40, verbose=0)
+    find = lambda: tfgeo.connect.find_path(  # noqa: E731
+        a, b, digits.train.x[:256], digits.train.y[:256], method="geodesic", num_points=5,
+        budget=40, verbose=0)
+    if name == "cnn_batch_norm":  # statistics would need recomputing at every t
+        with pytest.raises(ValueError, match="has a BatchNormalization layer"):
+            find()
+        return
+    path = find()
     end = path.model_at(1.0)
     np.testing.assert_allclose(end(digits.test.x[:16]), b(digits.test.x[:16]), atol=1e-4)
+
+
+def test_the_default_solve_budget_does_as_well_as_a_tight_one(trained, digits):
+    # The runner's and prune's CG budget (50 iterations, 10 % residual) on a
+    # user's residual net, against solves 4x longer to a 1 % residual (measured:
+    # 91.1 vs 90.2 % at 90 %; the issue saw 38.5 against 92.9 %).
+    name = "residual_layer_norm"
+    got = {}
+    for key, solver in (("default", tfgeo.sparsify.staged_pruning.DEFAULT_SOLVER),
+                        ("tight", tfgeo.sparsify.projection.Solver(1e-3, 200, 0.01))):
+        model = keras.models.clone_model(trained[name])
+        model.set_weights(trained[name].get_weights())
+        report = tfgeo.sparsify.prune(model, digits.train.x[:512], 0.9, solver=solver,
+                                      verbose=0)
+        got[key] = (report.stages[-1]["functional_distance"], _accuracy(model, digits.test),
+                    report.gradient_equivalents)
+    assert got["default"][0] <= 1.3 * got["tight"][0]
+    assert got["default"][1] >= got["tight"][1] - 0.03
+    assert got["default"][2] < got["tight"][2]
 
 
 @pytest.mark.parametrize("name", list(user_models.REFUSED))
