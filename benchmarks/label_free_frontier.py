@@ -52,7 +52,10 @@ flags.DEFINE_list("distill_steps", ["250", "1000", "4000"], "Distillation steps 
 flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam rates.")
 flags.DEFINE_list("distill_metrics", ["fisher"], "Output metrics of distillation's distance "
                   "(fisher: KL; euclidean: squared logit error).")
-flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation.")
+flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation "
+                  "(distill: the geodesic after each of --preludes).")
+flags.DEFINE_list("preludes", ["250:3e-3"], "steps:rate of the short distillations the "
+                  "geodesic starts from with start distill.")
 flags.DEFINE_integer("batch_size", 256, "The gradient-equivalents' batch, distillation's batch.")
 flags.DEFINE_bool("graph", False, "Graph mode instead of XLA (conv nets on CPU).")
 flags.DEFINE_string("output", "runs/frontier/frontier.json", "Rows (JSON); the plot beside it.")
@@ -62,11 +65,19 @@ def configurations():
     """(name, method, keyword arguments of `prune`) of every point to run."""
     out = [("layerwise", "layerwise", {}), ("magnitude", "magnitude", {"mask": "magnitude"})]
     for start in FLAGS.starts:
-        for steps in map(int, FLAGS.geodesic_steps):
-            for size in map(int, FLAGS.curvature_sizes):
-                for tol in map(float, FLAGS.cg_tolerances):
-                    out.append((f"geodesic/{start}/steps={steps}/curv={size}/tol={tol:g}",
-                                "geodesic", {"start": start, "steps": steps, "solver": (size, tol)}))
+        preludes = [p.split(":") for p in FLAGS.preludes] if start == "distill" else [None]
+        for prelude in preludes:
+            label = start if prelude is None else f"distill{prelude[0]}"
+            for steps in map(int, FLAGS.geodesic_steps):
+                for size in map(int, FLAGS.curvature_sizes):
+                    for tol in map(float, FLAGS.cg_tolerances):
+                        kw = {"start": start, "steps": steps, "solver": (size, tol)}
+                        if prelude is not None:
+                            kw["distill"] = (int(prelude[0]), float(prelude[1]))
+                        out.append((f"geodesic/{label}/steps={steps}/curv={size}/tol={tol:g}",
+                                    "geodesic", kw))
+        if start == "distill":
+            continue
         for steps in map(int, FLAGS.distill_steps):
             for rate in map(float, FLAGS.distill_rates):
                 for metric in FLAGS.distill_metrics:

@@ -45,7 +45,7 @@ from tfgeo.sparsify import pruning
 
 METHODS = ("geodesic", "layerwise", "distill", "magnitude")
 MASKS = ("magnitude", "magnitude_dense", "wanda", "obs")
-STARTS = ("mask", "layerwise", "closer")
+STARTS = ("mask", "layerwise", "distill", "closer")
 
 #: The projection's solves by default: inexact Gauss-Newton (CG to a 10% residual).
 DEFAULT_SOLVER = projection.Solver(damping=1e-3, max_iterations=50, tolerance=0.1)
@@ -111,9 +111,11 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
         (calibration-based). "magnitude" method prunes the reference itself.
       steps: Gauss-Newton steps per stage (geodesic).
       start: where the projection (or distillation) starts: "mask" (the masked
-        network), "layerwise" (its layer-wise reconstruction) or "closer"
-        (both, keeping the one nearer the reference's function on `inputs`;
-        the cost of both).
+        network), "layerwise" (its layer-wise reconstruction), "distill"
+        (geodesic only: `distillation_settings`' masked Adam from the masked
+        network, then the projection; the cost of both) or "closer" (mask and
+        layerwise, keeping the one nearer the reference's function on
+        `inputs`; the cost of both).
       layers: "logits" (D on the outputs) or "hidden" (every weighted layer's
         pre-activation too); geodesic and distill.
       output_metric: the divergence on the outputs ("fisher": KL; see
@@ -267,6 +269,12 @@ def _recover(method, model, masks, inputs, reference, current, start, steps, nam
             initial, _ = layerwise.reconstruct(model, masks, inputs, refit_bias=refit_bias)
             extra = reconstruction_cost(model, n, batch_size)
             weights_lib.set_trainable(model, reference)
+        elif begin == "distill":  # a cheap first-order descent, then Gauss-Newton
+            extra = distillation_cost(_distill(model, masks, inputs, reference, current,
+                                               names, output_metric, logits_weight, solver,
+                                               distill, seed), batch_size)
+            initial = weights_lib.get_trainable(model)
+            weights_lib.set_trainable(model, reference)
         if method == "geodesic":
             report = projection.gauss_newton_projection(
                 model, masks, inputs, layers=names, output_metric=output_metric, steps=steps,
@@ -274,11 +282,8 @@ def _recover(method, model, masks, inputs, reference, current, start, steps, nam
                 on_step=_print_step if verbose >= 2 else None)
             report["gradient_equivalents"] = extra + projection_cost(report, batch_size)
         else:
-            report = distillation.distill(
-                model, masks, inputs, distill.steps, distill.batch_size, distill.learning_rate,
-                distill.schedule, names, output_metric, logits_weight, start=initial,
-                seed=seed, jit_compile=solver.jit_compile, chunk_size=solver.chunk_size,
-                reference_weights=reference)
+            report = _distill(model, masks, inputs, reference, initial, names, output_metric,
+                              logits_weight, solver, distill, seed)
             report["gradient_equivalents"] = extra + distillation_cost(report, batch_size)
         outcomes[begin] = (report, weights_lib.get_trainable(model))
     chosen = min(outcomes, key=lambda b: outcomes[b][0]["distance"])
@@ -292,6 +297,15 @@ def _recover(method, model, masks, inputs, reference, current, start, steps, nam
     if len(outcomes) > 1:
         row["start_distances"] = {b: r["distance"] for b, (r, _) in outcomes.items()}
     return row
+
+
+def _distill(model, masks, inputs, reference, start, names, output_metric, logits_weight,
+             solver, distill, seed) -> dict:
+    return distillation.distill(
+        model, masks, inputs, distill.steps, distill.batch_size, distill.learning_rate,
+        distill.schedule, names, output_metric, logits_weight, start=start, seed=seed,
+        jit_compile=solver.jit_compile, chunk_size=solver.chunk_size,
+        reference_weights=reference)
 
 
 def _print_step(entry):
@@ -345,6 +359,10 @@ def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, 
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if start == "distill" and method != "geodesic":
+        raise ValueError(f'start="distill" starts the geodesic projection from a short '
+                         f'distillation; method={method!r} takes start="mask", "layerwise" or '
+                         f'"closer".')
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
     stages = [sparsity] if isinstance(sparsity, numbers.Real) else list(sparsity)
