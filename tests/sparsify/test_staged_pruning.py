@@ -103,6 +103,20 @@ def test_distillation_minimises_the_projections_distance_and_counts_its_budget()
         37 * 32 / 256 + 2 * (1 / 3) * 256 / 256)
 
 
+def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():
+    settings = staged_pruning.Distillation(steps=40, batch_size=64, learning_rate=3e-3)
+    got = {}
+    for method, start in (("distill", "mask"), ("geodesic", "distill")):
+        net, x = _net()
+        got[start] = staged_pruning.prune(net, x, 0.8, method=method, start=start, steps=3,
+                                          distillation_settings=settings, verbose=0).stages[0]
+    # Same seed, same distillation; the Gauss-Newton steps keep only decreases of D.
+    assert got["distill"]["functional_distance"] < got["mask"]["functional_distance"]
+    assert got["distill"]["steps"] >= 1 and got["distill"]["start"] == "distill"
+    # Its budget: the distillation's, plus the projection's (more than 0).
+    assert got["distill"]["gradient_equivalents"] > got["mask"]["gradient_equivalents"]
+
+
 def test_a_seed_makes_a_call_reproducible():
     out = []
     for _ in range(2):
@@ -130,6 +144,7 @@ def test_progress_lines(capsys):
     ({"method": "nope"}, "method must be one of"),
     ({"mask": "random"}, "mask must be one of"),
     ({"start": "middle"}, "start must be one of"),
+    ({"start": "distill", "method": "layerwise"}, "starts the geodesic projection"),
     ({"steps": 0}, "steps must be an integer"),
     ({"verbose": 3}, "verbose must be"),
     ({"inputs": np.zeros((0, 6), "float32")}, "no examples"),
