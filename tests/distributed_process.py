@@ -1,12 +1,16 @@
 """Subprocess body for the tf.distribute tests (logical devices and cluster
 settings must be fixed before TensorFlow starts, so each run is a process).
 
-    python -m tests.distributed_process MODE OUTPUT.npz
+    python -m tests.distributed_process MODE OUTPUT.npz [WORKLOAD]
 
 MODE: 'single' (default strategy), 'mirrored' (MirroredStrategy over 2
-logical CPUs) or 'worker' (MultiWorkerMirroredStrategy from TF_CONFIG). Each
-takes the same 4 geodesic steps (GeodesicModel.fit, TaskLossDescent) on the
-same global batches of 64 digits and saves the final weights.
+logical CPUs) or 'worker' (MultiWorkerMirroredStrategy from TF_CONFIG).
+WORKLOAD 'walk' (the default): each takes the same 4 geodesic steps
+(GeodesicModel.fit, TaskLossDescent) on the same global batches of 64 digits.
+WORKLOAD 'projection': each projects the same float64 MLP onto the same
+70 %-sparse mask by 3 Gauss-Newton steps on the same 97 calibration inputs
+(an odd count: the replicas' shards differ in size), inside
+`strategy.scope()`. Each saves the final weights and prints a JSON line.
 """
 import json
 import sys
@@ -17,7 +21,30 @@ import tensorflow as tf
 STEPS, GLOBAL_BATCH = 4, 64
 
 
-def main(mode, output):
+def projection(strategy, output):
+    import keras
+
+    from tfgeo import models
+    from tfgeo.experiments import data
+    from tfgeo.sparsify import projection as projection_lib
+    from tfgeo.sparsify import pruning
+    from tfgeo import weights as weights_lib
+
+    ds = data.load_digits(seed=0)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        masks = pruning.magnitude_masks(weights_lib.get_trainable(net), 0.7)
+        report = projection_lib.gauss_newton_projection(
+            net, masks, ds.train.x[:97].astype("float64"), steps=3,
+            solver=projection_lib.Solver(damping=1e-3, max_iterations=8, tolerance=1e-3))
+    np.savez(output, *[w.numpy() for w in net.trainable_variables])
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "distance": report["distance"],
+                      "steps": report["steps"], "cg_iterations": report["cg_iterations"],
+                      "products": report["products"]}))
+
+
+def main(mode, output, workload="walk"):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -32,6 +59,8 @@ def main(mode, output):
     strategy = {"single": lambda: distribute.make_strategy("default"),
                 "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
                 "worker": lambda: distribute.make_strategy("multi_worker")}[mode]()
+    if workload == "projection":
+        return projection(strategy, output)
     ds = data.load_digits(seed=0)
     x = ds.train.x[:STEPS * GLOBAL_BATCH].astype("float64")
     y = ds.train.y[:STEPS * GLOBAL_BATCH]
@@ -58,4 +87,4 @@ def main(mode, output):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

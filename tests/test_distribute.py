@@ -19,8 +19,9 @@ def _env(**extra):
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **extra)
 
 
-def _run(mode, output, **env):
-    proc = subprocess.run([sys.executable, "-m", "tests.distributed_process", mode, output],
+def _run(mode, output, workload="walk", **env):
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed_process", mode, output,
+                           workload],
                           cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -60,24 +61,53 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_worker_two_processes_equal_single_process(single, tmp_path):
-    _, reference = single
+def _two_workers(tmp_path, workload="walk"):
+    """Runs the workload on two loopback workers; their weights and JSON lines."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     procs, outputs = [], []
     for index in range(2):
         out = str(tmp_path / f"w{index}.npz")
         config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.distributed_process", "worker", out], cwd=ROOT,
-            env=_env(TF_CONFIG=config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            [sys.executable, "-m", "tests.distributed_process", "worker", out, workload],
+            cwd=ROOT, env=_env(TF_CONFIG=config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
         outputs.append(out)
+    infos = []
     for proc in procs:
-        _, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-    first, second = _weights(outputs[0]), _weights(outputs[1])
+        infos.append(json.loads(out.strip().splitlines()[-1]))
+    return [_weights(o) for o in outputs], infos
+
+
+def test_multi_worker_two_processes_equal_single_process(single, tmp_path):
+    _, reference = single
+    (first, second), _ = _two_workers(tmp_path)
     for a, b, r in zip(first, second, reference):
         np.testing.assert_array_equal(a, b)  # both workers hold identical weights
         np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-12)
+
+
+def test_the_projection_is_the_same_on_one_device_two_replicas_and_two_workers(tmp_path):
+    # Calibration inputs sharded over replicas (49 + 48 of 97), every mean
+    # all-reduced: the same CG iterations and steps, the same weights (float64).
+    path = str(tmp_path / "single.npz")
+    single = _run("single", path, "projection")
+    reference = _weights(path)
+    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "projection")
+    (first, second), infos = _two_workers(tmp_path, "projection")
+    assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    for info in (mirrored, *infos):
+        assert info["steps"] == single["steps"] == 3
+        assert info["cg_iterations"] == single["cg_iterations"]
+        assert info["distance"] == pytest.approx(single["distance"], rel=1e-9)
+    for got in (_weights(str(tmp_path / "mirrored.npz")), first, second):
+        for a, r in zip(got, reference):
+            np.testing.assert_allclose(a, r, rtol=1e-9, atol=1e-12)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)  # the workers agree bit for bit
+    assert single["distance"] > 0
 
 
 def test_strategy_errors_are_clear(monkeypatch):

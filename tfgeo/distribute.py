@@ -226,3 +226,80 @@ def on_one_replica(fn, *args):
         return fn(*args)
     result = strategy.run(fn, args=args)
     return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], result)
+
+
+def is_replicated(strategy=None) -> bool:
+    """Whether `strategy` (default: the current one) spreads work over more than
+    one replica or worker (a reason to shard means over examples)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return tf.distribute.has_strategy() and (strategy.num_replicas_in_sync > 1
+                                             or is_multi_worker(strategy))
+
+
+class ShardedMean:
+    """Means over N examples sharded across the replicas of a strategy.
+
+    Replica r of R (its global id, across workers) holds examples r, r + R,
+    r + 2R, ...; `function(fn)` builds a `tf.function` whose value is
+
+        mean = (1 / N) sum_r n_r fn(shard_r, *args),
+
+    fn a mean over one shard (a tensor or a nest of them), computed in each
+    replica's context (where tapes and forward accumulators may watch mirrored
+    variables) and all-reduced (SUM) once, so every replica and worker gets
+    the same value: the single-device mean over all N examples, up to the
+    order of the sum. Every worker must hold the same N examples and call the
+    functions in the same order (collective all-reduces).
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, data):
+        self.strategy = strategy
+        replicas = int(strategy.num_replicas_in_sync)
+        first = tf.nest.flatten(data)[0]
+        self.n = int(first.shape[0])
+        if self.n < replicas:
+            raise ValueError(f"{self.n} examples cannot be shared by {replicas} replicas.")
+        shards = [(tf.nest.map_structure(lambda a: a[r::replicas], data),
+                   float(len(range(r, self.n, replicas)))) for r in range(replicas)]
+        self.values = strategy.experimental_distribute_values_from_function(
+            lambda ctx: shards[ctx.replica_id_in_sync_group])
+
+    def function(self, fn):
+        """`fn(shard, *args)` (a mean over the shard) -> a tf.function of `*args`
+        returning the all-reduced mean over all N examples."""
+
+        structure = []
+
+        def weighted(values, *args):
+            shard, count = values
+            out = fn(shard, *args)
+            structure[:] = [out]
+            # One flat vector: a single all-reduce per call, whatever the nest.
+            return tf.concat([tf.reshape(t * tf.cast(count, t.dtype), [-1])
+                              for t in tf.nest.flatten(out)], 0)
+
+        @tf.function
+        def mean(*args):
+            total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(
+                weighted, args=(self.values, *args)), axis=None) / self.n
+            parts, start = [], 0
+            for t in tf.nest.flatten(structure[0]):
+                size = t.shape.num_elements()
+                parts.append(tf.reshape(total[start:start + size], t.shape))
+                start += size
+            return tf.nest.pack_sequence_as(structure[0], parts)
+
+        return mean
+
+
+class FunctionOperator(linear_operator.LinearOperator):
+    """A symmetric operator given by its product `matvec(vector) -> vector`
+    (e.g. a `ShardedMean` function): the solvers' view of a product computed
+    elsewhere."""
+
+    def __init__(self, matvec, shapes, dtype):
+        super().__init__(shapes, dtype)
+        self._product = matvec
+
+    def _matvec(self, vector):
+        return list(self._product(vector))

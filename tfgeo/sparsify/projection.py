@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from tfgeo import model_checks
 from tfgeo import batching
+from tfgeo import distribute
 from tfgeo import hidden_metric
 from tfgeo import kfac
 from tfgeo import krylov
@@ -151,6 +152,25 @@ class _Objective:
         self.dtype = model.trainable_variables[0].dtype
         self.mask = _masks(mask, self.dtype)
         chunk, jit = solver.chunk_size, solver.jit_compile
+        self.hidden = None if ref.names == [OUTPUTS] else ref.names
+        self.strategy = tf.distribute.get_strategy()
+        self.replicated = distribute.is_replicated(self.strategy)
+        if self.replicated:
+            # Inside `strategy.scope()`: the inputs sharded over replicas (and
+            # workers), every mean all-reduced once; CG runs eagerly on the
+            # reduced vectors, the same iterations on every replica.
+            if solver.preconditioner != "none":
+                raise ValueError(f"preconditioner={solver.preconditioner!r} is not distributed; "
+                                 f"under a strategy use preconditioner='none'.")
+            data = distribute.ShardedMean(self.strategy, self.data)
+            curvature = distribute.ShardedMean(self.strategy, self.curvature_inputs)
+            self._distance = data.function(
+                lambda d: batching.chunked_mean(self._chunk_distance, d, chunk))
+            self._gradient = data.function(
+                lambda d: batching.chunked_mean(self._chunk_gradient, d, chunk))
+            self._quadratic = curvature.function(lambda x, v: self.operator(x).quadratic_form(v))
+            self._product = curvature.function(lambda x, v: self.operator(x).matvec(v))
+            return
         self._distance = tf.function(
             lambda: batching.chunked_mean(self._chunk_distance, self.data, chunk), jit_compile=jit)
         self._gradient = tf.function(
@@ -158,7 +178,6 @@ class _Objective:
         self._quadratic = tf.function(lambda v: self.operator().quadratic_form(v),
                                       jit_compile=jit)
         self._product = tf.function(lambda v: self.operator().matvec(v), jit_compile=jit)
-        self.hidden = None if ref.names == [OUTPUTS] else ref.names
         self._factors = tf.function(lambda x, seed: kfac.factors_on_batch(
             model, x, output_metric, seed, hidden=self.hidden))
         self._eigen = tf.function(kfac.eigendecompose)
@@ -185,13 +204,14 @@ class _Objective:
     def gradient(self) -> list:
         return list(self._gradient())
 
-    def operator(self) -> linear_operator.LinearOperator:
-        """g at the current weights (the Gauss-Newton matrix of D)."""
+    def operator(self, inputs=None) -> linear_operator.LinearOperator:
+        """g at the current weights (the Gauss-Newton matrix of D) on `inputs`
+        (default: the curvature inputs)."""
         order = [n for n in self.ref.names if n != OUTPUTS] + (
             [OUTPUTS] if OUTPUTS in self.ref.names else [])
         weights = [self.ref.weights[self.ref.names.index(n)] for n in order]
         return hidden_metric.HiddenMetricOperator(
-            self.model, self.curvature_inputs, order, self.output_metric, weights=weights,
+            self.model, self.curvature_inputs if inputs is None else inputs, order, self.output_metric, weights=weights,
             chunk_size=self.solver.chunk_size)
 
     def mean_diagonal(self, probes: int = 4, seed: int = 0) -> float:
@@ -230,6 +250,15 @@ class _Objective:
             preconditioner=pre)
 
     def solve(self, rhs, damping, seed, counts):
+        if self.replicated:
+            shapes = [v.shape for v in self.variables]
+            result = krylov.conjugate_gradient(
+                distribute.FunctionOperator(self._product, shapes, self.dtype).restricted(
+                    self.mask), rhs, damping=tf.constant(damping, self.dtype),
+                max_iterations=self.solver.max_iterations, tolerance=self.solver.tolerance)
+            counts["products"] += int(result.products)
+            counts["cg_iterations"] += int(result.iterations)
+            return result
         eigen = None
         if self.solver.preconditioner == "kfac":
             eigen = self.eigen(seed)
