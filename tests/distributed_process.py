@@ -10,7 +10,9 @@ WORKLOAD 'walk' (the default): each takes the same 4 geodesic steps
 WORKLOAD 'projection': each projects the same float64 MLP onto the same
 70 %-sparse mask by 3 Gauss-Newton steps on the same 97 calibration inputs
 (an odd count: the replicas' shards differ in size), inside
-`strategy.scope()`. Each saves the final weights and prints a JSON line.
+`strategy.scope()`. WORKLOAD 'distill': `prune(method="distill")` of the
+same MLP through 50 -> 70 % with 30 masked Adam steps on batches of 32 per
+stage. Each saves the final weights and prints a JSON line.
 """
 import json
 import sys
@@ -44,6 +46,27 @@ def projection(strategy, output):
                       "products": report["products"]}))
 
 
+def distill(strategy, output):
+    import keras
+
+    from tfgeo import models
+    from tfgeo.experiments import data
+    from tfgeo.sparsify import staged_pruning
+
+    ds = data.load_digits(seed=0)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        report = staged_pruning.prune(
+            net, ds.train.x[:97].astype("float64"), [0.5, 0.7], method="distill", verbose=0,
+            batch_size=32, distillation_settings=staged_pruning.Distillation(30, 32, 3e-3))
+    np.savez(output, *[w.numpy() for w in net.trainable_variables])
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "distance": report.stages[-1]["functional_distance"],
+                      "steps": sum(s["steps"] for s in report.stages),
+                      "gradient_equivalents": report.gradient_equivalents}))
+
+
 def main(mode, output, workload="walk"):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -59,8 +82,8 @@ def main(mode, output, workload="walk"):
     strategy = {"single": lambda: distribute.make_strategy("default"),
                 "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
                 "worker": lambda: distribute.make_strategy("multi_worker")}[mode]()
-    if workload == "projection":
-        return projection(strategy, output)
+    if workload in ("projection", "distill"):
+        return {"projection": projection, "distill": distill}[workload](strategy, output)
     ds = data.load_digits(seed=0)
     x = ds.train.x[:STEPS * GLOBAL_BATCH].astype("float64")
     y = ds.train.y[:STEPS * GLOBAL_BATCH]

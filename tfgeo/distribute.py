@@ -130,6 +130,23 @@ def apply_update(variables, step) -> None:
     ctx.merge_call(merge, args=(list(step),))
 
 
+def apply_to_variables(variables, values, fn) -> None:
+    """fn(var, value) for each variable (an assignment), from replica context or
+    not; under several replicas through one `merge_call`, once per mirrored
+    variable, as `apply_update`."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        for var, value in zip(variables, values):
+            fn(var, value)
+        return
+
+    def merge(strategy, values):
+        for var, value in zip(variables, values):
+            strategy.extended.update(var, fn, args=(value,), group=False)
+
+    ctx.merge_call(merge, args=(list(values),))
+
+
 def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
               steps: int) -> int:
     """Runs `model.train_step` on `steps` batches of `dataset` under `strategy`.

@@ -11,6 +11,10 @@ with masked Adam on mini-batches of the calibration inputs: after every step
 w <- m * w, so the mask's zeros hold exactly. It is the peer that tells
 whether the Gauss-Newton solver is worth its compute.
 
+Inside `strategy.scope()` each batch is split over the replicas (and
+workers), whose gradients are summed: the single-device step on the same
+batch, as long as the batch is a multiple of the replicas.
+
 Compute, in gradients on batches of `batch_size`: one gradient per step, plus
 one forward pass over the N calibration inputs for the reference z_l(X; w0).
 """
@@ -24,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo import batching
+from tfgeo import distribute
 from tfgeo import output_metrics
 from tfgeo import vectors
 from tfgeo import weights as weights_lib
@@ -78,17 +83,39 @@ def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int
         (inputs, tuple(ref.values))).shuffle(n, seed=seed, reshuffle_each_iteration=True)
     data = data.repeat().batch(batch, drop_remainder=True)
 
-    @tf.function(jit_compile=jit_compile)
-    def step(x, refs):
+    strategy = tf.distribute.get_strategy()
+    replicas = int(strategy.num_replicas_in_sync)
+    replicated = distribute.is_replicated(strategy)
+    if replicated and batch % replicas:
+        raise ValueError(f"Under a strategy of {replicas} replicas the distillation's batch "
+                         f"({batch}) must be a multiple of {replicas}.")
+
+    def descend(x, refs, scale):
+        """One masked Adam step on the batch's mean D (times `scale`: 1/R on each
+        of R replicas, whose gradients Keras's optimizer sums)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
-            loss = projection.functional_distance(ref, metric, run(x), list(refs))
+            loss = projection.functional_distance(ref, metric, run(x), list(refs)) * scale
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         optimizer.apply_gradients(zip([g * m for g, m in zip(vectors.dense(grads), masks)],
                                       model.trainable_variables))
-        for v, m in zip(variables, masks):
-            v.assign(v * m)  # Adam's moments would otherwise revive pruned weights
+        # Adam's moments would otherwise revive pruned weights.
+        distribute.apply_to_variables(variables, masks, lambda v, m: v.assign(v * m))
         return loss
+
+    @tf.function(jit_compile=jit_compile and not replicated)
+    def step(x, refs):
+        if not replicated:
+            return descend(x, refs, 1.0)
+        # Replica r takes rows [r b / R, (r + 1) b / R) of the global batch: the
+        # mean of the replicas' means is the batch's mean D.
+        size = batch // replicas
+        shards = strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.nest.map_structure(
+                lambda a: a[ctx.replica_id_in_sync_group * size:
+                            (ctx.replica_id_in_sync_group + 1) * size], (x, tuple(refs))))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(
+            lambda part: descend(part[0], part[1], 1.0 / replicas), args=(shards,)), axis=None)
 
     full = tf.function(lambda: batching.chunked_mean(
         lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),
