@@ -113,6 +113,9 @@ def define_strategy() -> None:
                       "tf.distribute strategy: default (one device), mirrored (all local GPUs), "
                       "multi_worker (TF_CONFIG cluster), tpu (see --tpu).")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
+    flags.DEFINE_float("worker_timeout", 300.0, "--strategy=multi_worker: seconds to wait for "
+                       "every worker of TF_CONFIG to join before ending with one line.",
+                       lower_bound=1.0)
     flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices (for "
                          "--strategy=mirrored without GPUs, e.g. to test it); 0 leaves it whole.",
                          lower_bound=0, upper_bound=MAX_LOGICAL_CPUS)
@@ -157,7 +160,7 @@ def strategy(multi_worker: bool = False):
             chosen = tf.distribute.MirroredStrategy(
                 [f"/cpu:{i}" for i in range(FLAGS.logical_cpus)])
         else:
-            chosen = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+            chosen = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.worker_timeout)
     except ValueError as e:
         sys.exit(f"FATAL --strategy={FLAGS.strategy}: {e}")
     logging.info("Strategy %s: %d replica(s)", FLAGS.strategy, chosen.num_replicas_in_sync)

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -123,6 +124,33 @@ def test_strategy_errors_are_clear(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
         distribute.make_strategy("multi_worker")
+    for config, message in (
+            ({"cluster": {"worker": ["localhost:1", "localhost:1"]},
+              "task": {"type": "worker", "index": 0}}, "names localhost:1 more than once"),
+            ({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+              "task": {"type": "worker", "index": 2}}, "task.index 2 is not the index"),
+            ({"cluster": {"worker": "localhost:1"}, "task": {"index": 0}}, "list of 'host:port'")):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+        with pytest.raises(ValueError, match=message):  # before anything starts
+            distribute.make_strategy("multi_worker")
+
+
+def test_a_worker_whose_peer_never_comes_ends_in_one_line_within_its_timeout():
+    # TensorFlow waits for every worker in native code no signal interrupts
+    # (SIGTERM did not end it in 60 s); the watchdog bounds the wait.
+    peers = [f"localhost:{p}" for p in _free_ports(2)]
+    config = json.dumps({"cluster": {"worker": peers}, "task": {"type": "worker", "index": 0}})
+    code = ("from tfgeo import distribute\n"
+            "distribute.make_strategy('multi_worker', connect_timeout=5)\n"
+            "print('joined')")
+    began = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(TF_CONFIG=config),
+                          capture_output=True, text=True, timeout=120)
+    assert time.time() - began < 100
+    assert proc.returncode != 0 and "joined" not in proc.stdout
+    fatal = [line for line in proc.stderr.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1 and "did not all join within 5 s" in fatal[0]
+    assert all(p in fatal[0] for p in peers)
 
 
 def test_replicated_step_compiles_with_xla_and_static_shapes():

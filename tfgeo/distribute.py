@@ -25,13 +25,22 @@ from tfgeo import linear_operator
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribute.Strategy:
+def make_strategy(name: str = "default", tpu: str | None = None,
+                  connect_timeout: float = 300.0) -> tf.distribute.Strategy:
     """Builds a strategy by name.
 
     'default': the current (no-op) strategy; 'mirrored': all local GPUs (or
     the CPU); 'multi_worker': `MultiWorkerMirroredStrategy` from `TF_CONFIG`;
     'tpu': `TPUStrategy` on the TPU at `tpu` (address or name; '' or None
     for the local/auto-detected one).
+
+    multi_worker: a TF_CONFIG that cannot describe this worker (not JSON, no
+    cluster.worker list, an index outside it, an address named twice) raises
+    ValueError before anything starts. TensorFlow then waits for every worker
+    in native code that no signal interrupts; if they have not all joined one
+    all-reduce within `connect_timeout` seconds, a watchdog process writes one
+    line naming the workers to stderr and ends this process (status -9): a
+    bounded wait instead of a hang.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
@@ -40,16 +49,22 @@ def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribut
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if "TF_CONFIG" in os.environ:
-            import json
-
-            try:
-                config = json.loads(os.environ["TF_CONFIG"])
-                config["cluster"]["worker"], config["task"]["index"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"strategy multi_worker: TF_CONFIG is not a valid cluster spec "
-                                 f"with cluster.worker and task.index: {e!r}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        workers = check_tf_config(os.environ.get("TF_CONFIG"))
+        if len(workers) < 2:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        watchdog = _watchdog(connect_timeout, (
+            f"FATAL strategy multi_worker: the {len(workers)} workers of TF_CONFIG "
+            f"({', '.join(workers)}) did not all join within {connect_timeout:g} s; start "
+            f"every worker, or fix the addresses."))
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            # One all-reduce: every worker has joined when it returns.
+            strategy.reduce(tf.distribute.ReduceOp.SUM,
+                            strategy.run(lambda: tf.constant(1.0)), axis=None)
+        finally:
+            watchdog.kill()
+            watchdog.wait()
+        return strategy
     if not tpu and not _local_tpu_present():
         # Without this check TPUClusterResolver would query the GCE metadata
         # server, which blocks off Google Cloud.
@@ -63,6 +78,61 @@ def make_strategy(name: str = "default", tpu: str | None = None) -> tf.distribut
         raise ValueError(f"strategy tpu: no TPU reachable at {tpu or '(auto-detect)'}: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def check_tf_config(text: str | None) -> list[str]:
+    """The cluster's worker addresses from a TF_CONFIG JSON text (None: no
+    TF_CONFIG, one local worker); ValueError naming what is wrong with it."""
+    if text is None:
+        return []
+    import json
+
+    try:
+        config = json.loads(text)
+        workers, index = config["cluster"]["worker"], config["task"]["index"]
+        kind = config["task"].get("type", "worker")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"strategy multi_worker: TF_CONFIG is not a valid cluster spec "
+                         f"with cluster.worker and task.index: {e!r}") from None
+    if not isinstance(workers, list) or not workers or not all(
+            isinstance(w, str) and ":" in w for w in workers):
+        raise ValueError(f"strategy multi_worker: TF_CONFIG's cluster.worker must be a list of "
+                         f"'host:port' addresses, got {workers!r}.")
+    named_twice = sorted({w for w in workers if workers.count(w) > 1})
+    if named_twice:
+        raise ValueError(f"strategy multi_worker: TF_CONFIG names {', '.join(named_twice)} more "
+                         f"than once in cluster.worker; every worker needs its own address.")
+    if kind == "worker" and (isinstance(index, bool) or not isinstance(index, int)
+                             or not 0 <= index < len(workers)):
+        raise ValueError(f"strategy multi_worker: TF_CONFIG's task.index {index!r} is not the "
+                         f"index of one of its {len(workers)} workers.")
+    return list(workers)
+
+
+#: Waits `seconds`, then (unless its parent has ended) writes the line and kills it.
+_WATCHDOG = """import os, sys, time
+parent, end = int(sys.argv[1]), time.time() + float(sys.argv[2])
+while time.time() < end:
+    time.sleep(0.2)
+    try:
+        os.kill(parent, 0)
+    except OSError:
+        sys.exit(0)
+sys.stderr.write(sys.argv[3] + "\\n")
+sys.stderr.flush()
+os.kill(parent, 9)
+"""
+
+
+def _watchdog(seconds: float, line: str):
+    """A process that ends this one after `seconds` unless killed first: the
+    only bound on a wait inside TensorFlow's native code, which holds the
+    interpreter (no thread or signal handler runs)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
+                             line])
 
 
 def _local_tpu_present() -> bool:
