@@ -138,18 +138,24 @@ def import_modules() -> None:
             sys.exit(f"FATAL --imports={name}: cannot be imported ({type(e).__name__}: {e}).")
 
 
-def strategy(multi_worker: bool = False):
-    """The --strategy, built before any model (exits with one line if it cannot be)."""
+def strategy(multi_worker=False, config=None):
+    """The --strategy, built before any model (exits with one line if it cannot be).
+
+    multi_worker: whether the runner runs under MultiWorkerMirroredStrategy: a
+    bool, or a function of the config returning why this run cannot (None if
+    it can)."""
     import tensorflow as tf
 
     from tfgeo import distribute
 
-    if FLAGS.strategy == "multi_worker" and not multi_worker:
-        sys.exit(f"FATAL --strategy=multi_worker: this runner's baselines train with Keras's "
-                 "fit, which does not run under MultiWorkerMirroredStrategy "
-                 "(keras-team/keras#20585); runners.walk runs there (its steps go through "
-                 "tfgeo.distribute.fit), and so does any GeodesicModel walk through "
-                 "tfgeo.walk.")
+    if FLAGS.strategy == "multi_worker":
+        why = multi_worker(config) if callable(multi_worker) else (
+            None if multi_worker else "this runner's baselines train with Keras's fit")
+        if why:
+            sys.exit(f"FATAL --strategy=multi_worker: {why}, which does not run under "
+                     "MultiWorkerMirroredStrategy (keras-team/keras#20585); runners.walk "
+                     "runs there (its steps go through tfgeo.distribute.fit), and so does any "
+                     "GeodesicModel walk through tfgeo.walk.")
     if FLAGS.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -167,9 +173,9 @@ def strategy(multi_worker: bool = False):
     return chosen
 
 
-def run_and_report(config, run, multi_worker: bool = False) -> results.Report:
+def run_and_report(config, run, multi_worker=False) -> results.Report:
     """`run(config)` under the --strategy, then results.json, plots and the table."""
-    chosen = strategy(multi_worker)
+    chosen = strategy(multi_worker, config)
     if chosen.num_replicas_in_sync > 1 and config.run.compile != "graph":
         # XLA cannot compile a step that reads mirrored variables held on other
         # devices (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
@@ -183,7 +189,7 @@ def run_and_report(config, run, multi_worker: bool = False) -> results.Report:
     return report
 
 
-def main(config_cls, run, multi_worker: bool = False) -> None:
+def main(config_cls, run, multi_worker=False) -> None:
     """absl `app.run` of `run(config)`; see the module docstring."""
 
     def _main(argv):
@@ -204,7 +210,7 @@ def main(config_cls, run, multi_worker: bool = False) -> None:
     app.run(_main)
 
 
-def runner(config_cls, run, multi_worker: bool = False):
+def runner(config_cls, run, multi_worker=False):
     """Defines the flags of `config_cls` and --strategy for the calling runner
     module (as its key flags, so `--help` lists them) and returns its entry
     point, `main(config_cls, run)`, for `__main__` and the console scripts."""

@@ -17,7 +17,8 @@ last completed stage when rerun with the same flags.
 from tfgeo.experiments import sparsify_experiment
 from tfgeo.runners import common
 
-entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run)
+entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run,
+                      multi_worker=sparsify_experiment.multi_worker_obstacle)
 
 if __name__ == "__main__":
     entry()
