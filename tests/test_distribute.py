@@ -174,3 +174,29 @@ def test_replicated_step_compiles_with_xla_and_static_shapes():
         results.append([w.numpy() for w in net.trainable_variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["geodesic", "distill"])
+def test_prune_inside_a_one_device_strategy_equals_no_strategy(method):
+    # A single-GPU user's MirroredStrategy: its mirrored variables cannot be
+    # watched from the cross-replica context, so prune runs per replica there.
+    import tensorflow as tf
+
+    from tfgeo import weights as weights_lib
+    from tfgeo.sparsify import staged_pruning
+
+    x = np.random.default_rng(0).standard_normal((97, 8))
+    out = []
+    for strategy in (None, tf.distribute.MirroredStrategy(["/cpu:0"])):
+        keras.utils.set_random_seed(0)
+        with strategy.scope() if strategy else tf.distribute.get_strategy().scope():
+            net = keras.Sequential([keras.Input((8,)),
+                                    keras.layers.Dense(16, activation="tanh", dtype="float64"),
+                                    keras.layers.Dense(3, dtype="float64")])
+            staged_pruning.prune(net, x, [0.5, 0.7], method=method, steps=2, verbose=0,
+                                 batch_size=32, distillation_settings=staged_pruning.Distillation(
+                                     20, 32, 3e-3))
+        out.append(weights_lib.get_trainable(net))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert sum(int(np.sum(w == 0)) for w in out[0]) > 0

@@ -315,12 +315,11 @@ def on_one_replica(fn, *args):
     return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], result)
 
 
-def is_replicated(strategy=None) -> bool:
-    """Whether `strategy` (default: the current one) spreads work over more than
-    one replica or worker (a reason to shard means over examples)."""
-    strategy = strategy or tf.distribute.get_strategy()
-    return tf.distribute.has_strategy() and (strategy.num_replicas_in_sync > 1
-                                             or is_multi_worker(strategy))
+def under_strategy() -> bool:
+    """Whether code runs inside an explicit strategy's scope (any number of
+    replicas: even one replica's mirrored variables cannot be watched by a
+    tape from the cross-replica context, so such code runs per replica)."""
+    return tf.distribute.has_strategy()
 
 
 class ShardedMean:

@@ -85,7 +85,7 @@ def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int
 
     strategy = tf.distribute.get_strategy()
     replicas = int(strategy.num_replicas_in_sync)
-    replicated = distribute.is_replicated(strategy)
+    replicated = distribute.under_strategy()
     if replicated and batch % replicas:
         raise ValueError(f"Under a strategy of {replicas} replicas the distillation's batch "
                          f"({batch}) must be a multiple of {replicas}.")

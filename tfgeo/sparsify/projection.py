@@ -29,7 +29,10 @@ metric g(w) with the same representations and weights (`tfgeo.hidden_metric`).
 Both stream over X in chunks, so memory stays that of one chunk, and count
 their compute (products, gradients and forward passes over X; products and
 quadratic forms over the first `Solver.curvature_size` inputs when that is set,
-reported as `curvature_examples`).
+reported as `curvature_examples`). Inside `strategy.scope()` of a strategy
+(one replica or several, across workers too), X is sharded over them and every mean is
+all-reduced once (`tfgeo.distribute.ShardedMean`); CG runs on the reduced
+vectors, so all replicas take the same steps.
 """
 from __future__ import annotations
 
@@ -154,7 +157,7 @@ class _Objective:
         chunk, jit = solver.chunk_size, solver.jit_compile
         self.hidden = None if ref.names == [OUTPUTS] else ref.names
         self.strategy = tf.distribute.get_strategy()
-        self.replicated = distribute.is_replicated(self.strategy)
+        self.replicated = distribute.under_strategy()
         if self.replicated:
             # Inside `strategy.scope()`: the inputs sharded over replicas (and
             # workers), every mean all-reduced once; CG runs eagerly on the
@@ -211,8 +214,8 @@ class _Objective:
             [OUTPUTS] if OUTPUTS in self.ref.names else [])
         weights = [self.ref.weights[self.ref.names.index(n)] for n in order]
         return hidden_metric.HiddenMetricOperator(
-            self.model, self.curvature_inputs if inputs is None else inputs, order, self.output_metric, weights=weights,
-            chunk_size=self.solver.chunk_size)
+            self.model, self.curvature_inputs if inputs is None else inputs, order,
+            self.output_metric, weights=weights, chunk_size=self.solver.chunk_size)
 
     def mean_diagonal(self, probes: int = 4, seed: int = 0) -> float:
         """trace(g) / P by Hutchinson's estimator with Rademacher probes."""
