@@ -106,8 +106,8 @@ class SparsifyConfig:
                           "tensor (layer).", choices=pruning.SCOPES)
     prune_biases: bool = option(False, "Also prune 1-d tensors (biases).")
     prune_last_layer: bool = option(True, "Also prune the output layer.")
-    methods: tuple = option(("one_shot", "layerwise", "geodesic", "finetune", "gradual",
-                             "geodesic_finetune"), "Methods to run.", element=str,
+    methods: tuple = option(("one_shot", "layerwise", "distill", "geodesic", "finetune",
+                             "gradual", "geodesic_finetune"), "Methods to run.", element=str,
                             choices=METHODS, unique=True, nonempty=True)
     calibration_size: int = option(8192, "Unlabelled training inputs the label-free methods "
                                    "see (layerwise, geodesic).", lower=1, upper=10_000_000)
@@ -123,10 +123,11 @@ class SparsifyConfig:
                                 "on the validation split).", choices=MASKS)
     distill_mask: str = option("magnitude_dense", "Mask choice of label-free distillation "
                                "(as --layerwise_mask).", choices=MASKS)
-    distill_steps: int = option(2000, "Masked Adam steps of label-free distillation per stage "
+    distill_steps: int = option(4000, "Masked Adam steps of label-free distillation per stage "
                                 "(batches of --batch_size calibration inputs).", lower=0,
                                 upper=10_000_000)
-    distill_learning_rate: float = option(1e-3, "Adam rate of label-free distillation.",
+    distill_learning_rate: float = option(1e-2, "Adam rate of label-free distillation "
+                                          "(chosen on validation: the label-free frontier).",
                                           lower=0.0, lower_open=True, upper=10.0)
     distill_start: str = option("mask", "Start of label-free distillation: mask, layerwise or "
                                 "closer (as --projection_start).",

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.cifar
 
 VGG = ["--model=vgg11", "--width=0.125", "--train_epochs=15"]
 SPARSIFY = [*VGG, "--sparsities=0.5,0.9", "--calibration_size=256", "--label_budget=20",
+            "--distill_steps=20",
             "--projection_steps=3", "--verbose=0"]
 CONNECT = [*VGG, "--methods=geodesic,straight,bezier", "--relax_iterations=60",
            "--curve_converged_steps=0", "--eval_points=11", "--verbose=0"]

@@ -21,12 +21,14 @@ def test_shortened_mnist_run(tmp_path):
                 f"--manual_dir={MNIST}", "--train_examples=6000", "--train_epochs=5",
                 "--sparsities=0.8,0.95", "--calibration_size=512", "--projection_steps=3",
                 "--cg_iterations=50", "--cg_tolerance=0.01", "--label_budget=200",
+                "--distill_steps=100",
                 f"--tensorboard_dir={logs}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
     rows = {(r["stage"], r["method"]): r for r in res["rows"]}
-    methods = ("one_shot", "layerwise", "geodesic", "finetune", "gradual", "geodesic_finetune")
+    methods = ("one_shot", "layerwise", "distill", "geodesic", "finetune", "gradual",
+               "geodesic_finetune")
     n_prunable = 784 * 300 + 300 * 100 + 100 * 10
     for stage, sparsity in ((1, 0.8), (2, 0.95)):
         for method in methods:
