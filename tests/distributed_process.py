@@ -7,12 +7,12 @@ MODE: 'single' (default strategy), 'mirrored' (MirroredStrategy over 2
 logical CPUs) or 'worker' (MultiWorkerMirroredStrategy from TF_CONFIG).
 WORKLOAD 'walk' (the default): each takes the same 4 geodesic steps
 (GeodesicModel.fit, TaskLossDescent) on the same global batches of 64 digits.
-WORKLOAD 'projection': each projects the same float64 MLP onto the same
-70 %-sparse mask by 3 Gauss-Newton steps on the same 97 calibration inputs
-(an odd count: the replicas' shards differ in size), inside
-`strategy.scope()`. WORKLOAD 'distill': `prune(method="distill")` of the
-same MLP through 50 -> 70 % with 30 masked Adam steps on batches of 32 per
-stage. Each saves the final weights and prints a JSON line.
+WORKLOAD 'label_free', inside `strategy.scope()`: the projection of a
+float64 MLP onto a 70 %-sparse mask by 3 Gauss-Newton steps on 97
+calibration inputs (an odd count: the replicas' shards differ in size), then
+`prune(method="distill")` of the same MLP through 50 -> 70 % with 30 masked
+Adam steps on batches of 32 per stage. Each saves the final weights (the
+projection's, then distillation's) and prints a JSON line.
 """
 import json
 import sys
@@ -23,48 +23,41 @@ import tensorflow as tf
 STEPS, GLOBAL_BATCH = 4, 64
 
 
-def projection(strategy, output):
+def label_free(strategy, output):
+    """The projection, then prune(method="distill"), on the same float64 MLP."""
     import keras
 
     from tfgeo import models
     from tfgeo.experiments import data
     from tfgeo.sparsify import projection as projection_lib
     from tfgeo.sparsify import pruning
+    from tfgeo.sparsify import staged_pruning
     from tfgeo import weights as weights_lib
 
     ds = data.load_digits(seed=0)
-    keras.utils.set_random_seed(0)
+    x = ds.train.x[:97].astype("float64")
+    arrays, info = [], {"replicas": strategy.num_replicas_in_sync}
     with strategy.scope():
+        keras.utils.set_random_seed(0)
         net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
         masks = pruning.magnitude_masks(weights_lib.get_trainable(net), 0.7)
         report = projection_lib.gauss_newton_projection(
-            net, masks, ds.train.x[:97].astype("float64"), steps=3,
+            net, masks, x, steps=3,
             solver=projection_lib.Solver(damping=1e-3, max_iterations=8, tolerance=1e-3))
-    np.savez(output, *[w.numpy() for w in net.trainable_variables])
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "distance": report["distance"],
-                      "steps": report["steps"], "cg_iterations": report["cg_iterations"],
-                      "products": report["products"]}))
-
-
-def distill(strategy, output):
-    import keras
-
-    from tfgeo import models
-    from tfgeo.experiments import data
-    from tfgeo.sparsify import staged_pruning
-
-    ds = data.load_digits(seed=0)
-    keras.utils.set_random_seed(0)
-    with strategy.scope():
+        arrays += [w.numpy() for w in net.trainable_variables]
+        info.update(projection_distance=report["distance"], projection_steps=report["steps"],
+                    cg_iterations=report["cg_iterations"], products=report["products"])
+        keras.utils.set_random_seed(0)
         net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
         report = staged_pruning.prune(
-            net, ds.train.x[:97].astype("float64"), [0.5, 0.7], method="distill", verbose=0,
-            batch_size=32, distillation_settings=staged_pruning.Distillation(30, 32, 3e-3))
-    np.savez(output, *[w.numpy() for w in net.trainable_variables])
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
-                      "distance": report.stages[-1]["functional_distance"],
-                      "steps": sum(s["steps"] for s in report.stages),
-                      "gradient_equivalents": report.gradient_equivalents}))
+            net, x, [0.5, 0.7], method="distill", verbose=0, batch_size=32,
+            distillation_settings=staged_pruning.Distillation(30, 32, 3e-3))
+        arrays += [w.numpy() for w in net.trainable_variables]
+        info.update(distill_distance=report.stages[-1]["functional_distance"],
+                    distill_steps=sum(s["steps"] for s in report.stages),
+                    gradient_equivalents=report.gradient_equivalents)
+    np.savez(output, *arrays)
+    print(json.dumps(info))
 
 
 def main(mode, output, workload="walk"):
@@ -82,8 +75,8 @@ def main(mode, output, workload="walk"):
     strategy = {"single": lambda: distribute.make_strategy("default"),
                 "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
                 "worker": lambda: distribute.make_strategy("multi_worker")}[mode]()
-    if workload in ("projection", "distill"):
-        return {"projection": projection, "distill": distill}[workload](strategy, output)
+    if workload == "label_free":
+        return label_free(strategy, output)
     ds = data.load_digits(seed=0)
     x = ds.train.x[:STEPS * GLOBAL_BATCH].astype("float64")
     y = ds.train.y[:STEPS * GLOBAL_BATCH]

@@ -90,28 +90,30 @@ def test_multi_worker_two_processes_equal_single_process(single, tmp_path):
         np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("workload", ["projection", "distill"])
-def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_workers(
-        workload, tmp_path):
-    # projection: calibration inputs sharded over replicas (49 + 48 of 97),
-    # every mean all-reduced: the same CG iterations and steps. distill: each
-    # batch split over the replicas, gradients summed. The same weights (float64).
+def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_workers(tmp_path):
+    # The projection: calibration inputs sharded over replicas (49 + 48 of 97),
+    # every mean all-reduced: the same CG iterations and steps. Distillation:
+    # each batch split over the replicas, gradients summed. The same weights
+    # (float64).
     path = str(tmp_path / "single.npz")
-    single = _run("single", path, workload)
+    single = _run("single", path, "label_free")
     reference = _weights(path)
-    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), workload)
-    (first, second), infos = _two_workers(tmp_path, workload)
+    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "label_free")
+    (first, second), infos = _two_workers(tmp_path, "label_free")
     assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
     for info in (mirrored, *infos):
-        for key in set(single) - {"replicas", "distance"}:  # steps, CG iterations, GE
+        for key in ("projection_steps", "cg_iterations", "products", "distill_steps",
+                    "gradient_equivalents"):
             assert info[key] == single[key], key
-        assert info["distance"] == pytest.approx(single["distance"], rel=1e-9)
+        for key in ("projection_distance", "distill_distance"):
+            assert info[key] == pytest.approx(single[key], rel=1e-9), key
     for got in (_weights(str(tmp_path / "mirrored.npz")), first, second):
         for a, r in zip(got, reference):
             np.testing.assert_allclose(a, r, rtol=1e-9, atol=1e-12)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)  # the workers agree bit for bit
-    assert single["distance"] > 0
+    assert single["projection_distance"] > 0 and single["distill_distance"] > 0
+    assert single["projection_steps"] == 3
 
 
 def test_strategy_errors_are_clear(monkeypatch):
