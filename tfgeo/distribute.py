@@ -186,24 +186,13 @@ def apply_update(variables, step) -> None:
     same step; one `merge_call` applies it to each mirrored variable once
     (`strategy.extended.update`), as Keras optimizers do.
     """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        for var, delta in zip(variables, step):
-            var.assign_add(tf.cast(delta, var.dtype))
-        return
-
-    def merge(strategy, deltas):
-        for var, delta in zip(variables, deltas):
-            strategy.extended.update(var, lambda v, d: v.assign_add(tf.cast(d, v.dtype)),
-                                     args=(delta,), group=False)
-
-    ctx.merge_call(merge, args=(list(step),))
+    apply_to_variables(variables, list(step), lambda v, d: v.assign_add(tf.cast(d, v.dtype)))
 
 
 def apply_to_variables(variables, values, fn) -> None:
     """fn(var, value) for each variable (an assignment), from replica context or
     not; under several replicas through one `merge_call`, once per mirrored
-    variable, as `apply_update`."""
+    variable (`apply_update` is its += case)."""
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         for var, value in zip(variables, values):
