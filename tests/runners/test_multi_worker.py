@@ -33,37 +33,6 @@ def _outcome(out):
     return summary, model.get_weights()
 
 
-def test_walk_runner_on_two_workers_equals_one_process(tmp_path):
-    single = str(tmp_path / "single")
-    proc = run_module("runners.walk", f"--output_dir={single}", *ARGS)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
-    procs, outs = [], []
-    for index in range(2):
-        out = str(tmp_path / f"worker{index}")
-        config = json.dumps({"cluster": {"worker": workers},
-                             "task": {"type": "worker", "index": index}})
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, TF_CONFIG=config)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "runners.walk", "--strategy=multi_worker",
-             f"--output_dir={out}", *ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
-        outs.append(out)
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
-    (ref_summary, ref_weights), *workers_out = [_outcome(o) for o in [single, *outs]]
-    for summary, weights in workers_out:
-        # float32 sums over two halves of each batch instead of one, amplified by
-        # 20 truncated CG solves: up to 4e-4 measured on a loaded CPU (weights
-        # ~0.1); the accuracies below must agree too.
-        for a, b in zip(weights, ref_weights):
-            np.testing.assert_allclose(a, b, rtol=1e-2, atol=2e-3)
-        for key in ("start_test_accuracy", "geodesic_then_pruned_test_accuracy"):
-            assert summary[key] == pytest.approx(ref_summary[key], abs=2.5e-3), key
-    np.testing.assert_array_equal(workers_out[0][1][0], workers_out[1][1][0])
-
-
 SPARSIFY = ["--methods=one_shot,layerwise,geodesic,distill", "--sparsities=0.5,0.8",
             "--calibration_size=256", "--projection_steps=3", "--distill_steps=60", "--seed=1"]
 
@@ -82,6 +51,24 @@ def _two_workers(module, outs, args):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
+
+
+def test_walk_runner_on_two_workers_equals_one_process(tmp_path):
+    single = str(tmp_path / "single")
+    proc = run_module("runners.walk", f"--output_dir={single}", *ARGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = [str(tmp_path / f"worker{index}") for index in range(2)]
+    _two_workers("runners.walk", outs, ARGS)
+    (ref_summary, ref_weights), *workers_out = [_outcome(o) for o in [single, *outs]]
+    for summary, weights in workers_out:
+        # float32 sums over two halves of each batch instead of one, amplified by
+        # 20 truncated CG solves: up to 4e-4 measured on a loaded CPU (weights
+        # ~0.1); the accuracies below must agree too.
+        for a, b in zip(weights, ref_weights):
+            np.testing.assert_allclose(a, b, rtol=1e-2, atol=2e-3)
+        for key in ("start_test_accuracy", "geodesic_then_pruned_test_accuracy"):
+            assert summary[key] == pytest.approx(ref_summary[key], abs=2.5e-3), key
+    np.testing.assert_array_equal(workers_out[0][1][0], workers_out[1][1][0])
 
 
 def test_label_free_sparsify_on_two_workers_equals_one_process(tmp_path):

@@ -173,6 +173,11 @@ class _Objective:
                 lambda d: batching.chunked_mean(self._chunk_gradient, d, chunk))
             self._quadratic = curvature.function(lambda x, v: self.operator(x).quadratic_form(v))
             self._product = curvature.function(lambda x, v: self.operator(x).matvec(v))
+            product = distribute.FunctionOperator(
+                self._product, [v.shape for v in self.variables], self.dtype)
+            self._solve = lambda rhs, damping, eigen: krylov.conjugate_gradient(  # eager
+                product.restricted(self.mask), rhs, damping=damping,
+                max_iterations=solver.max_iterations, tolerance=solver.tolerance)
             return
         self._distance = tf.function(
             lambda: batching.chunked_mean(self._chunk_distance, self.data, chunk), jit_compile=jit)
@@ -253,15 +258,6 @@ class _Objective:
             preconditioner=pre)
 
     def solve(self, rhs, damping, seed, counts):
-        if self.replicated:
-            shapes = [v.shape for v in self.variables]
-            result = krylov.conjugate_gradient(
-                distribute.FunctionOperator(self._product, shapes, self.dtype).restricted(
-                    self.mask), rhs, damping=tf.constant(damping, self.dtype),
-                max_iterations=self.solver.max_iterations, tolerance=self.solver.tolerance)
-            counts["products"] += int(result.products)
-            counts["cg_iterations"] += int(result.iterations)
-            return result
         eigen = None
         if self.solver.preconditioner == "kfac":
             eigen = self.eigen(seed)
