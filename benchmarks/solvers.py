@@ -114,7 +114,6 @@ def products():
 
 
 def kfac_costs():
-    import numpy as np
     import tensorflow as tf
 
     from tfgeo import kfac, losses, weights
@@ -170,8 +169,6 @@ def _trained_lenet(ds):
 
 
 def walk_solves(ds, lenet):
-    import numpy as np
-
     import tfgeo
     from tfgeo import weights
     from tfgeo.sparsify import pruning

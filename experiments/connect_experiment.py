@@ -41,6 +41,7 @@ import numpy as np
 from absl import logging
 
 from tfgeo import classification
+from tfgeo import distribute
 from tfgeo import cost
 from tfgeo import weights as weights_lib
 from tfgeo.connect import curves
@@ -288,9 +289,21 @@ def _settings(config):
                              config.fip_learning_rate, config.fip_beta, config.tolerance))
 
 
+def distribution_obstacle(config: ConnectConfig) -> str | None:
+    """Why this study cannot run over several replicas (None: it can)."""
+    refused = [m for m in config.methods if m in path_finding.NOT_DISTRIBUTED]
+    if refused:
+        return (f"--methods={','.join(refused)} is not distributed (its inner loop updates "
+                f"weights in place); leave it out of --methods")
+    return None
+
+
 def run(config: ConnectConfig) -> results.Report:
     """Runs (or resumes) the paths between the endpoints; see the module docstring."""
     check(config)
+    why = distribution_obstacle(config)
+    if why and distribute.num_replicas_in_scope() > 1:
+        raise config_lib.InputError(f"--strategy: {why}.")
     tensorboard.configure(config.run)
     state = run_state.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)

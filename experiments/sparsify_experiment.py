@@ -527,24 +527,6 @@ def report(rows, stages, title: str, split: str) -> results.Report:
         caption, plots={"accuracy.png": lambda path: plot(rows, path, title, split)})
 
 
-#: The methods that run under MultiWorkerMirroredStrategy: no Keras fit.
-MULTI_WORKER_METHODS = ("one_shot", "layerwise", "geodesic", "distill")
-
-
-def multi_worker_obstacle(config: SparsifyConfig) -> str | None:
-    """Why this study cannot run under MultiWorkerMirroredStrategy (None: it can).
-    The label-free projection and distillation shard over the workers and
-    one-shot and layer-wise run on each; training a start network and the
-    label-using methods go through Keras's fit."""
-    if not config.start_model:
-        return "without --start_model the start network trains with Keras's fit"
-    others = [m for m in config.methods if m not in MULTI_WORKER_METHODS]
-    if others:
-        return (f"--methods={','.join(others)} train with Keras's fit (under multi_worker: "
-                f"{', '.join(MULTI_WORKER_METHODS)})")
-    return None
-
-
 def run(config: SparsifyConfig) -> results.Report:
     """Runs (or resumes) a sparsification study; see the module docstring."""
     check(config)

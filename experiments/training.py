@@ -12,10 +12,10 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from tfgeo import classification
+from tfgeo import distribute
 from tfgeo import losses
 
 from . import config as config_lib
@@ -62,10 +62,6 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
           if lr_schedule == "cosine" else learning_rate)
     model.compile(keras.optimizers.Adam(lr), losses.classification_loss(),
                   metrics=["accuracy"], jit_compile=jit_compile)
-    if validation is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        # Keras's evaluate under MirroredStrategy fails on a last batch that
-        # splits unevenly across replicas; the runners evaluate afterwards.
-        validation = None
     history: dict = {}
     start = 0
     if state is not None and state.completed:
@@ -77,19 +73,28 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
             var.assign(value)
         logging.info("Resuming training after epoch %d of %d.", start, epochs)
     evaluations = []
-    if validation is not None and validation_name != "val":
-        # Keras names every validation_data metric val_*; a test split is not one.
-        evaluations = [_EvaluateSplit(validation_name, data.to_dataset(validation, 1024))]
+    if validation is not None and (validation_name != "val"
+                                   or distribute.num_replicas_in_scope() > 1):
+        # Keras names every validation_data metric val_*, a test split is not
+        # one; and under several replicas Keras's evaluate fails on a last batch
+        # that splits unevenly.
+        evaluations = [_EvaluateSplit(validation_name, validation)]
         validation = None
     for epoch in range(start, epochs):
-        fitted = model.fit(
-            data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch),
-                            augment=resolve_augment(augment, train)),
-            epochs=epoch + 1, initial_epoch=epoch,
-            validation_data=None if validation is None else data.to_dataset(validation, 1024),
-            verbose=verbose, shuffle=False,  # the pipeline shuffles
-            callbacks=evaluations + tensorboard.callbacks("training"))
-        for name, values in fitted.history.items():
+        batches = data.to_dataset(train, batch_size, shuffle=True, seed=epoch_seed(seed, epoch),
+                                  augment=resolve_augment(augment, train))
+        hooks = evaluations + tensorboard.callbacks("training")
+        if distribute.num_replicas_in_scope() > 1:
+            # One device's batches, each split over the replicas (and workers).
+            fitted = distribute.fit(model, batches, epochs=epoch + 1, initial_epoch=epoch,
+                                    callbacks=hooks, verbose=verbose)
+        else:
+            fitted = model.fit(
+                batches, epochs=epoch + 1, initial_epoch=epoch,
+                validation_data=None if validation is None else data.to_dataset(validation, 1024),
+                verbose=verbose, shuffle=False,  # the pipeline shuffles
+                callbacks=hooks).history
+        for name, values in fitted.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         if not all(np.isfinite(v[-1]) for v in history.values()):
             raise results.NonFiniteError(
@@ -104,17 +109,18 @@ def train_classifier(model: keras.Model, train: data.ArraySplit, validation=None
 
 
 class _EvaluateSplit(keras.callbacks.Callback):
-    """Adds `{name}_{metric}` on `dataset` to each epoch's logs (before the
-    progress line is printed: Keras appends its progress logger last)."""
+    """Adds `{name}_accuracy` and `{name}_loss` on `split` to each epoch's logs
+    (before the progress line is printed: Keras appends its progress logger
+    last). Calls the model (`classification`), which any strategy allows."""
 
-    def __init__(self, name: str, dataset):
+    def __init__(self, name: str, split):
         super().__init__()
-        self.name, self.dataset = name, dataset
+        self.name, self.split = name, split
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            scores = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
-            logs.update({f"{self.name}_{k}": float(v) for k, v in scores.items()})
+            scores = classification.evaluate_classifier(self.model, self.split.x, self.split.y)
+            logs.update({f"{self.name}_{k}": v for k, v in scores.items()})
 
 
 def resolve_augment(augment: str, split) -> str:

@@ -150,12 +150,10 @@ def strategy(multi_worker=False, config=None):
 
     if FLAGS.strategy == "multi_worker":
         why = multi_worker(config) if callable(multi_worker) else (
-            None if multi_worker else "this runner's baselines train with Keras's fit")
+            None if multi_worker else "this runner does not run under "
+            "MultiWorkerMirroredStrategy")
         if why:
-            sys.exit(f"FATAL --strategy=multi_worker: {why}, which does not run under "
-                     "MultiWorkerMirroredStrategy (keras-team/keras#20585); runners.walk "
-                     "runs there (its steps go through tfgeo.distribute.fit), and so does any "
-                     "GeodesicModel walk through tfgeo.walk.")
+            sys.exit(f"FATAL --strategy=multi_worker: {why}.")
     if FLAGS.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

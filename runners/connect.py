@@ -14,7 +14,8 @@ results.json, paths.png, the geodesic points as points_<path>.npz
 from tfgeo.experiments import connect_experiment
 from tfgeo.runners import common
 
-entry = common.runner(connect_experiment.ConnectConfig, connect_experiment.run)
+entry = common.runner(connect_experiment.ConnectConfig, connect_experiment.run,
+                      multi_worker=connect_experiment.distribution_obstacle)
 
 if __name__ == "__main__":
     entry()

@@ -15,7 +15,8 @@ after its last completed task when rerun with the same flags.
 from tfgeo.experiments import continual_experiment
 from tfgeo.runners import common
 
-entry = common.runner(continual_experiment.ContinualConfig, continual_experiment.run)
+entry = common.runner(continual_experiment.ContinualConfig, continual_experiment.run,
+                      multi_worker=continual_experiment.distribution_obstacle)
 
 if __name__ == "__main__":
     entry()

@@ -18,7 +18,7 @@ from tfgeo.experiments import sparsify_experiment
 from tfgeo.runners import common
 
 entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run,
-                      multi_worker=sparsify_experiment.multi_worker_obstacle)
+                      multi_worker=True)
 
 if __name__ == "__main__":
     entry()

@@ -11,8 +11,12 @@ WORKLOAD 'label_free', inside `strategy.scope()`: the projection of a
 float64 MLP onto a 70 %-sparse mask by 3 Gauss-Newton steps on 97
 calibration inputs (an odd count: the replicas' shards differ in size), then
 `prune(method="distill")` of the same MLP through 50 -> 70 % with 30 masked
-Adam steps on batches of 32 per stage. Each saves the final weights (the
-projection's, then distillation's) and prints a JSON line.
+Adam steps on batches of 32 per stage. WORKLOAD 'continual_path', inside
+`strategy.scope()`: `ContinualLearner(method="der")` on digits 0-4 then 5-9
+(96 rows each, batches of 32, a memory of 32 rows), then the relaxed
+geodesic path (`find_path(method="geodesic")`, 6 iterations on batches of
+32) between that network and a second one. Each saves the final weights
+and prints a JSON line.
 """
 import json
 import sys
@@ -60,6 +64,45 @@ def label_free(strategy, output):
     print(json.dumps(info))
 
 
+def continual_path(strategy, output):
+    """DER over two tasks, then the relaxed geodesic path, on float64 MLPs."""
+    import keras
+
+    import tfgeo
+    from tfgeo import models
+    from tfgeo.experiments import data
+
+    ds = data.load_digits(seed=0)
+    x, y = ds.train.x.astype("float64"), ds.train.y
+    tasks = [(x[c][:96], y[c][:96]) for c in (y < 5, y >= 5)]
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        other = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        learner = tfgeo.continual.ContinualLearner(
+            net, method="der", seed=0, epochs=2, batch_size=32, learning_rate=1e-2,
+            memory_size=32, memory_batch=16)
+        for task in tasks:
+            learner.learn(*task)
+        arrays = [w.numpy() for w in net.trainable_variables]
+        path = tfgeo.connect.find_path(
+            net, other, x[:192], y[:192], method="geodesic", num_points=5, verbose=0,
+            relaxation=tfgeo.connect.Relaxation(iterations=6, inner_points=2, batch_size=32,
+                                                learning_rate=1e-2))
+        curve = tfgeo.connect.find_path(
+            net, other, x[:192], y[:192], method="bezier", num_points=5, verbose=0,
+            curve_training=tfgeo.connect.CurveTraining(batch_size=32, learning_rate=1e-2,
+                                                       steps=6))
+    arrays += [w for p in path.points for w in p] + [w for p in curve.points for w in p]
+    np.savez(output, *arrays)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "steps": [h["steps"] for h in learner.history],
+                      "accuracy": [learner.evaluate(*t) for t in tasks],
+                      "path_energy": path.info["energy"],
+                      "gradient_equivalents": path.gradient_equivalents,
+                      "curve_loss": curve.info["train_loss"]}))
+
+
 def main(mode, output, workload="walk"):
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -77,6 +120,8 @@ def main(mode, output, workload="walk"):
                 "worker": lambda: distribute.make_strategy("multi_worker")}[mode]()
     if workload == "label_free":
         return label_free(strategy, output)
+    if workload == "continual_path":
+        return continual_path(strategy, output)
     ds = data.load_digits(seed=0)
     x = ds.train.x[:STEPS * GLOBAL_BATCH].astype("float64")
     y = ds.train.y[:STEPS * GLOBAL_BATCH]
@@ -88,9 +133,6 @@ def main(mode, output, workload="walk"):
         walker.compile(jit_compile=False,
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH, drop_remainder=True)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    batches = batches.with_options(options)
     if mode == "worker":  # Keras 3 fit does not run under MultiWorkerMirroredStrategy
         assert distribute.run_steps(strategy, walker, batches, STEPS) == STEPS
         loss = float(walker.get_metrics_result()["loss"])

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,3 +102,14 @@ def kill_after(module, out, args, completed, sig=signal.SIGKILL):
     victim.send_signal(sig)
     victim.wait(timeout=60)
     return done
+
+
+def free_ports(n: int) -> list[int]:
+    """n loopback ports free now (for a test's cluster of worker processes)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -3,7 +3,6 @@ MultiWorkerMirroredStrategy (2 local worker processes) equals the single-device
 step on the same global batches; strategy errors are clear."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.runner_process import ROOT
+from tests.runner_process import free_ports
 from tfgeo import distribute
 
 
@@ -52,19 +52,9 @@ def test_mirrored_two_replicas_equals_single_device(single, tmp_path):
     assert max(np.abs(a).max() for a in reference) > 0
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _two_workers(tmp_path, workload="walk"):
     """Runs the workload on two loopback workers; their weights and JSON lines."""
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    workers = [f"localhost:{p}" for p in free_ports(2)]
     procs, outputs = [], []
     for index in range(2):
         out = str(tmp_path / f"w{index}.npz")
@@ -116,6 +106,36 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
     assert single["projection_steps"] == 3
 
 
+def test_continual_der_and_the_geodesic_path_are_the_same_on_one_device_two_replicas_and_two_workers(
+        tmp_path):
+    # ContinualLearner("der"): Keras's fit (by hand on two workers), each batch
+    # split over the replicas, the memory term weighed 1/R on each. The relaxed
+    # geodesic path: each batch split, gradients weighed 1/R and summed. The
+    # same batches on every strategy (stateless shuffling). Keras computes the
+    # compiled loss in float32, hence 1e-7 rather than float64's 1e-9.
+    path = str(tmp_path / "single.npz")
+    single = _run("single", path, "continual_path")
+    reference = _weights(path)
+    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "continual_path")
+    (first, second), infos = _two_workers(tmp_path, "continual_path")
+    assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    for info in (mirrored, *infos):
+        assert info["steps"] == single["steps"] == [6, 6]
+        assert info["gradient_equivalents"] == single["gradient_equivalents"]
+        assert info["accuracy"] == pytest.approx(single["accuracy"], abs=1e-12)
+        assert info["path_energy"] == pytest.approx(single["path_energy"], rel=1e-7)
+    for got in (_weights(str(tmp_path / "mirrored.npz")), first, second):
+        assert len(got) == len(reference) == 4 + 2 * 5 * 4  # the net; 5 points of 2 paths
+        for a, r in zip(got, reference):
+            np.testing.assert_allclose(a, r, rtol=1e-7, atol=1e-9)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)  # the workers agree bit for bit
+    # The geodesic path moved off the straight line (its inner points are trained).
+    points = reference[4:]
+    middle = [0.5 * (a + b) for a, b in zip(points[:4], points[16:])]
+    assert max(np.abs(m - p).max() for m, p in zip(middle, points[8:12])) > 1e-4
+
+
 def test_strategy_errors_are_clear(monkeypatch):
     with pytest.raises(ValueError, match="Unknown strategy 'horovod'"):
         distribute.make_strategy("horovod")
@@ -140,7 +160,7 @@ def test_strategy_errors_are_clear(monkeypatch):
 def test_a_worker_whose_peer_never_comes_ends_in_one_line_within_its_timeout():
     # TensorFlow waits for every worker in native code no signal interrupts
     # (SIGTERM did not end it in 60 s); the watchdog bounds the wait.
-    peers = [f"localhost:{p}" for p in _free_ports(2)]
+    peers = [f"localhost:{p}" for p in free_ports(2)]
     config = json.dumps({"cluster": {"worker": peers}, "task": {"type": "worker", "index": 0}})
     code = ("from tfgeo import distribute\n"
             "distribute.make_strategy('multi_worker', connect_timeout=5)\n"

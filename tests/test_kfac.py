@@ -7,10 +7,7 @@ import tensorflow as tf
 
 from tests import dense_reference as ref
 from tfgeo import kfac
-from tfgeo import linear_operator
 from tfgeo import representations
-from tfgeo import vectors
-from tfgeo import weights as weights_lib
 
 
 def _dense_blocks(model, f):

@@ -177,7 +177,6 @@ def test_cg_property_random_spd_and_near_singular(n, log_cond, damping, seed):
 
 def _badly_scaled(n, seed):
     """An SPD matrix with condition ~1e6 coming mostly from its diagonal scaling."""
-    rng = np.random.default_rng(seed)
     d = np.geomspace(1e-3, 1e3, n)
     core = _spd(n, 10.0, seed)
     return np.sqrt(d)[:, None] * core * np.sqrt(d)[None, :], d

@@ -3,7 +3,6 @@ import pytest
 import tensorflow as tf
 
 from tests import dense_reference as ref
-from tfgeo import metric
 from tfgeo import objectives
 from tfgeo import vectors
 

@@ -16,6 +16,7 @@ straight-line code.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import tensorflow as tf
@@ -147,6 +148,11 @@ def num_replicas() -> int:
     return 1 if ctx is None else int(ctx.num_replicas_in_sync)
 
 
+def num_replicas_in_scope() -> int:
+    """Replicas of the current strategy (1 outside any), from any context."""
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
 def replica_mean(value):
     """MEAN all-reduce of a (nested) value across replicas; identity for one replica."""
     ctx = tf.distribute.get_replica_context()
@@ -212,18 +218,18 @@ def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
 
     Keras 3's `fit` does not support `MultiWorkerMirroredStrategy`
     (keras-team/keras#20585: it converts `PerReplica` batches eagerly), so
-    multi-worker walks use this loop: the dataset is distributed by the
-    strategy and each step is `strategy.run(model.train_step)` in one
-    `tf.function`. Returns the number of steps taken (fewer if the data ends).
+    multi-worker walks use this loop: one plain iterator reads the dataset and
+    each step is `strategy.run(model.train_step)` on the batch split over the
+    replicas (`replica_rows`), in one `tf.function`. Returns the number of
+    steps taken (fewer if the data ends).
     """
-    distributed = strategy.experimental_distribute_dataset(dataset)
 
     @tf.function
     def one_step(batch):
-        strategy.run(model.train_step, args=(batch,))
+        strategy.run(model.train_step, args=(replica_rows(strategy, batch),))
 
     taken = 0
-    for batch in distributed:
+    for batch in dataset:
         if taken == steps:
             break
         one_step(batch)
@@ -231,59 +237,118 @@ def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
     return taken
 
 
-def is_multi_worker(strategy=None) -> bool:
-    """Whether `strategy` (default: the current one) is a MultiWorkerMirroredStrategy."""
-    strategy = strategy or tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+def split_batch(strategy: tf.distribute.Strategy, fn, batch, size: int):
+    """sum_r fn(rows_r, 1 / R) over the R replicas, from the cross-replica
+    context (inside a `tf.function`).
+
+    Replica r (its global id, across workers) gets rows [r s / R, (r + 1) s / R)
+    of every tensor in `batch` (a nest; s = `size`, a multiple of R) and the
+    weight 1 / R of its mean in the batch's mean: an fn that scales its loss by
+    the weight before Keras's optimizer sums the replicas' gradients takes the
+    single-device step on the whole batch, and returning weighted means makes
+    the SUM-reduced result the batch's mean. Every replica gets the reduced
+    value.
+    """
+    replicas = int(strategy.num_replicas_in_sync)
+    if size % replicas:
+        raise ValueError(f"A batch of {size} cannot be split evenly over {replicas} replicas; "
+                         f"use a multiple of {replicas}.")
+    shards = replica_rows(strategy, batch)
+    result = strategy.run(lambda rows: fn(rows, 1.0 / replicas), args=(shards,))
+    return tf.nest.map_structure(
+        lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), result)
 
 
 def fit(model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int | None = None,
-        callbacks=(), verbose: int = 0) -> dict:
-    """`model.fit`, or under MultiWorkerMirroredStrategy (where Keras 3's fit
-    fails, keras-team/keras#20585) the same epochs through `run_steps` with the
-    callbacks' begin/end hooks called as fit would. Returns {name: [per epoch]}.
+        callbacks=(), verbose: int = 0, initial_epoch: int = 0) -> dict:
+    """`model.fit` on one replica; under several replicas the same epochs by
+    hand, with the callbacks' hooks called as fit calls them. Returns
+    {name: [value per epoch]}.
 
-    The model must be compiled; `dataset` yields global batches (the strategy
-    splits them across workers).
+    By hand, the dataset is read by one plain iterator and each batch is split
+    over the replicas inside the step (`replica_rows`): every worker and
+    replica sees the batches one device sees. Keras's fit would distribute the
+    dataset instead, which makes iterators before the one it trains on (a
+    `shuffle` pipeline reshuffles for each: other batches than one device's),
+    and does not run at all under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585). `verbose` prints one line per epoch there.
+
+    The model must be compiled; `dataset` yields global batches.
     """
     strategy = tf.distribute.get_strategy()
-    if not is_multi_worker(strategy):
+    if num_replicas_in_scope() == 1:
         return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         callbacks=list(callbacks), verbose=verbose, shuffle=False).history
-    if steps_per_epoch is None:
-        raise ValueError("Under MultiWorkerMirroredStrategy give steps_per_epoch.")
+                         callbacks=list(callbacks), verbose=verbose, shuffle=False,
+                         initial_epoch=initial_epoch).history
     import keras
 
-    if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
-        with strategy.scope():  # variables may not be created inside a replica
+    iterator = iter(dataset)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("the dataset is empty.")
+    with strategy.scope():  # variables may not be created inside a replica's step
+        if hasattr(model, "_symbolic_build"):  # compiled metrics and loss, as fit builds them
+            model._symbolic_build(data_batch=first)
+        if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
-    history: dict = {}
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = itertools.chain([first], iterator)
+    # Last, so that it records what earlier callbacks add to the epoch's logs.
+    recorder = keras.callbacks.History()
+    hooks = keras.callbacks.CallbackList([*callbacks, recorder], model=model)
 
     @tf.function
     def one_step(batch):
-        strategy.run(model.train_step, args=(batch,))
+        strategy.run(model.train_step, args=(replica_rows(strategy, batch),))
 
     model.stop_training = False
     hooks.on_train_begin()
-    for epoch in range(epochs):
+    logs: dict = {}
+    for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         hooks.on_epoch_begin(epoch)
-        for step in range(steps_per_epoch):
+        step = 0
+        while steps_per_epoch is None or step < steps_per_epoch:
+            batch = next(iterator, None)
+            if batch is None:
+                if steps_per_epoch is not None:
+                    raise ValueError(f"the dataset ended after {step} of {steps_per_epoch} "
+                                     f"steps in epoch {epoch + 1}; give a repeated dataset.")
+                iterator = iter(dataset)  # an epoch is one pass, as in fit
+                break
             hooks.on_train_batch_begin(step)
-            one_step(next(iterator))
+            one_step(batch)
             logs = {k: float(v) for k, v in model.get_metrics_result().items()}
             hooks.on_train_batch_end(step, logs)
+            step += 1
             if model.stop_training:
                 break
         hooks.on_epoch_end(epoch, logs)
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(
+                f"{k} {v[-1]:.4g}" for k, v in recorder.history.items()), flush=True)
         if model.stop_training:
             break
     hooks.on_train_end(logs)
-    return history
+    return recorder.history
+
+
+def replica_rows(strategy: tf.distribute.Strategy, batch):
+    """A distributed value: replica r of R (its global id, across workers)
+    holds rows [r n / R, (r + 1) n / R) of every tensor in `batch` (a nest, n
+    rows). Equal shares when R divides n; Keras's losses, which divide by R,
+    are then the batch's mean exactly."""
+    replicas = int(strategy.num_replicas_in_sync)
+
+    def rows(ctx):
+        r = ctx.replica_id_in_sync_group
+
+        def part(a):
+            n = tf.shape(a)[0]
+            return a[n * r // replicas:n * (r + 1) // replicas]
+
+        return tf.nest.map_structure(part, batch)
+
+    return strategy.experimental_distribute_values_from_function(rows)
 
 
 def on_one_replica(fn, *args):

@@ -462,7 +462,7 @@ def walk(walker: GeodesicModel, dataset, max_steps: int, log_every: int = 100, c
     per_epoch = min(log_every, max_steps)
     counter = callbacks_lib.StepCounter(limit=max_steps)
     hooks = [counter, callbacks_lib.StopOnFailedSteps(patience), *callbacks]
-    if distribute.is_multi_worker():  # Keras's fit cannot run there: the same loop by hand
+    if distribute.num_replicas_in_scope() > 1:  # one device's batches (`distribute.fit`)
         walker.check_direction()
         history = keras.callbacks.History()
         history.history = distribute.fit(walker, dataset, math.ceil(max_steps / per_epoch),

@@ -44,7 +44,13 @@ class ModelWrapper(keras.Model):
             y_pred = self.model(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                      training=True)
-            total = loss if penalty is None else loss + penalty()
+            total = loss
+            if penalty is not None:
+                # Keras computes the compiled loss in floatx; a float64 network's
+                # penalty is float64: add them in the wider type.
+                extra = penalty()
+                wide = loss.dtype if loss.dtype.size >= extra.dtype.size else extra.dtype
+                total = tf.cast(loss, wide) + tf.cast(extra, wide)
         gradients = tape.gradient(total, self.model.trainable_variables)
         return x, y, sample_weight, y_pred, loss, gradients
 

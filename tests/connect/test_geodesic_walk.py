@@ -1,5 +1,4 @@
 """Connecting optima: barrier by hand, saved points, and geodesic vs straight on real nets."""
-import keras
 import numpy as np
 import pytest
 

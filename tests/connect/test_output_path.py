@@ -10,7 +10,6 @@ from tfgeo import models
 from tfgeo.connect import output_path
 from tfgeo.connect import paths
 from tfgeo import weights as weights_lib
-from tfgeo.experiments import data
 
 
 def test_bhattacharyya_hand_worked():

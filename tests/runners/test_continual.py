@@ -40,7 +40,7 @@ def test_shortened_split_mnist_run(tmp_path):
     assert "BWT" in proc.stdout and "geodesic" in proc.stdout
     # Each method's progress lines follow a line that names the method and task.
     for m in methods:
-        assert f"Task 1 (" in proc.stderr and f"), method {m}:" in proc.stderr, m
+        assert "Task 1 (" in proc.stderr and f"), method {m}:" in proc.stderr, m
     # Average accuracy per method after each task, as TensorBoard scalars.
     assert any(f.startswith("events") for _, _, files in os.walk(os.path.join(logs, "der"))
                for f in files)

@@ -44,13 +44,18 @@ def test_walk_mirrored_over_two_logical_cpus_matches_default(tmp_path):
     assert ends[1] == pytest.approx(ends[0], abs=1e-2)
 
 
-@pytest.mark.parametrize("module", ["runners.walk", "runners.sparsify", "runners.continual",
-                                    "runners.connect", "runners.train"])
-def test_every_runner_takes_strategy_and_explains_multi_worker(module, tmp_path):
-    if module == "runners.walk":
-        pytest.skip("runners.walk runs under multi_worker (tests/runners/test_multi_worker.py)")
-    proc = run_module(module, "--strategy=multi_worker", f"--output_dir={tmp_path}")
-    assert proc.returncode != 0 and "keras-team/keras#20585" in proc.stderr
+@pytest.mark.parametrize("strategy", [["--strategy=multi_worker"],
+                                      ["--strategy=mirrored", "--logical_cpus=2"]])
+@pytest.mark.parametrize("module,method", [("runners.continual", "geodesic"),
+                                           ("runners.connect", "fip")])
+def test_a_method_that_is_not_distributed_is_refused_in_one_line(module, method, strategy,
+                                                                  tmp_path):
+    # The defaults include it: the runner names it before any training.
+    proc = run_module(module, *strategy, f"--output_dir={tmp_path}")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("FATAL --strategy") and f"--methods={method}" in last, last
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("flag,message", [

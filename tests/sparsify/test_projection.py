@@ -3,7 +3,6 @@ Gauss-Newton step rule against closed forms (float64)."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tests import dense_reference as ref
 from tfgeo.sparsify import projection

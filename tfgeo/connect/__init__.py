@@ -16,9 +16,15 @@ from tfgeo.connect import path_finding
 from tfgeo.connect import paths
 from tfgeo.connect import permutation
 from tfgeo.connect import relaxed_path
+from tfgeo.connect.path_finding import FIP
 from tfgeo.connect.path_finding import METHODS
+from tfgeo.connect.path_finding import CurveTraining
 from tfgeo.connect.path_finding import Path
+from tfgeo.connect.path_finding import Relaxation
+from tfgeo.connect.path_finding import Shooting
 from tfgeo.connect.path_finding import find_path
 
-__all__ = ["find_path", "Path", "METHODS", "curves", "geodesic_walk", "output_path",
+# The settings types are find_path's arguments: reachable where find_path is.
+__all__ = ["find_path", "Path", "METHODS", "Relaxation", "Shooting", "CurveTraining", "FIP",
+           "curves", "geodesic_walk", "output_path",
            "path_finding", "paths", "permutation", "relaxed_path"]

@@ -230,7 +230,9 @@ class CurveModel(keras.Model):
                                      training=True)
             total = loss
             if self.weight_decay:
-                total += 0.5 * self.weight_decay * tf.add_n(
+                # Divided by the replica count like `compute_loss`: the gradients
+                # summed over replicas weigh it once.
+                total += 0.5 * self.weight_decay / distribute.num_replicas() * tf.add_n(
                     [tf.reduce_sum(tf.square(tf.cast(w, loss.dtype))) for w in point])
         grads = tape.gradient(total, bends)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -279,9 +281,9 @@ def train_curve(network: keras.Model, a, b, dataset, steps: int, kind: str = "be
     per_epoch = min(log_every, steps)
     counter = callbacks_lib.StepCounter(limit=steps)
     began = time.time()
-    history = curve.fit(dataset, steps_per_epoch=per_epoch, epochs=math.ceil(steps / per_epoch),
-                        verbose=verbose, shuffle=False, callbacks=[counter])
+    history = distribute.fit(curve, dataset, epochs=math.ceil(steps / per_epoch),
+                             steps_per_epoch=per_epoch, callbacks=[counter], verbose=verbose)
     seconds = time.time() - began
     return {"points": curve.points(num_points), "steps": counter.count,
             "gradients": float(curve.gradients.numpy()),
-            "loss": float(history.history["loss"][-1]), "seconds": seconds, "curve": curve}
+            "loss": float(history["loss"][-1]), "seconds": seconds, "curve": curve}

@@ -35,6 +35,7 @@ from absl import logging
 from tfgeo import model_checks
 from tfgeo import classification
 from tfgeo import cost
+from tfgeo import distribute
 from tfgeo import weights as weights_lib
 from tfgeo.connect import curves
 from tfgeo.connect import geodesic_walk
@@ -44,6 +45,8 @@ from tfgeo.connect import permutation
 from tfgeo.connect import relaxed_path
 
 METHODS = ("geodesic", "shooting", "straight", "bezier", "polychain", "fip")
+#: Methods refused under a strategy of several replicas.
+NOT_DISTRIBUTED = ("fip",)
 #: Gradient-equivalents are counted in gradients on batches of this size.
 REFERENCE_BATCH = 128
 #: The relaxed geodesic's compute at its defaults (gradient-equivalents): the
@@ -210,6 +213,11 @@ def path_between(model: keras.Model, a, b, x, y, method: str, num_points: int = 
     model's weights are used as scratch and left at `a`); see `find_path`."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    replicas = distribute.num_replicas_in_scope()
+    if method in NOT_DISTRIBUTED and replicas > 1:
+        raise ValueError(f"method={method!r} does not run over {replicas} replicas (its inner "
+                         f"loop updates weights in place); under a strategy use one of "
+                         f"{[m for m in METHODS if m not in NOT_DISTRIBUTED]}.")
     weights_lib.set_trainable(model, a)
     if method == "geodesic":
         raw, ge, seconds, info = _relaxed(model, a, b, x, y, relaxation, seed, jit_compile,

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo.connect import curves
+from tfgeo import distribute
 from tfgeo import model_checks
 from tfgeo import output_metrics
 from tfgeo.connect import paths
@@ -167,7 +168,15 @@ class RelaxedPath:
                        if representations == "hidden" else [])
         self.iterations = 0
         self.counts = {"gradients": 0.0, "forwards": 0.0, "metric_products": 0.0}
-        self._step = tf.function(self._iteration, jit_compile=jit_compile)
+        if distribute.under_strategy():
+            if self.layers:
+                raise ValueError("representations='hidden' is not distributed (its scales are "
+                                 "batch statistics); under a strategy use 'logits'.")
+            # Variables may not be created inside a replica's step.
+            self.optimizer.build([v for p in self.inner for v in p])
+            self._step = tf.function(self._replicated_iteration)
+        else:
+            self._step = tf.function(self._iteration, jit_compile=jit_compile)
         self._energy = tf.function(self._divergence_energy, jit_compile=jit_compile)
 
     # -- the points -------------------------------------------------------------------
@@ -297,7 +306,17 @@ class RelaxedPath:
         return grads, loss
 
     # -- one iteration ------------------------------------------------------------------
-    def _iteration(self, x, y, ts):
+    def _replicated_iteration(self, x, y, ts):
+        """`_iteration` inside `strategy.scope()`: each replica takes its rows of
+        the batch and weighs its gradients by 1/R (Keras's optimizer sums them):
+        the single-device iteration on the whole batch."""
+        return distribute.split_batch(
+            tf.distribute.get_strategy(),
+            lambda rows, weight: self._iteration(rows[0], rows[1], ts, weight), (x, y),
+            int(x.shape[0]))
+
+    def _iteration(self, x, y, ts, weight=1.0):
+        """One optimizer step on the batch's energy; returns weight * (energy, mean loss)."""
         k = self.num_points
         variables = [v for p in self.inner for v in p]
         if self.energy == "divergence":
@@ -324,6 +343,9 @@ class RelaxedPath:
                 losses.append(l)
             loss = tf.add_n(losses) / tf.cast(k, losses[0].dtype)
             energy = tf.constant(float("nan"), loss.dtype)  # not computed (it would cost more)
+        if weight != 1.0:
+            grads = [g * tf.cast(weight, g.dtype) for g in grads]
+            energy, loss = energy * tf.cast(weight, energy.dtype), loss * tf.cast(weight, loss.dtype)
         self.optimizer.apply(grads, variables)
         return energy, loss
 

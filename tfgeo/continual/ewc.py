@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgeo import diagonal_metric
+from tfgeo import distribute
 from tfgeo import model_wrapper
 
 
@@ -80,7 +81,10 @@ class EWCModel(model_wrapper.ModelWrapper):
         return 0.5 * self.strength * (quad + self.fisher_anchor_sq)
 
     def train_step(self, data):
-        x, y, sample_weight, y_pred, loss, grads = self.loss_and_gradients(data, self.penalty)
+        # Divided by the replica count like `compute_loss`: the gradients summed
+        # over replicas weigh the penalty once.
+        x, y, sample_weight, y_pred, loss, grads = self.loss_and_gradients(
+            data, lambda: self.penalty() / distribute.num_replicas())
         self.optimizer.apply(grads, self.model.trainable_variables)
         self.record_loss(loss, tf.shape(y_pred)[0])
         self.penalty_tracker.update_state(self.penalty())

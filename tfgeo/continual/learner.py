@@ -24,6 +24,11 @@ tasks, split evenly over them, `memory_rows`):
             logit metric on memory inputs (version 0.1's walk).
 
 Inputs may be arrays or dicts of arrays (e.g. `multihead`'s {"x", "task"}).
+
+Inside `strategy.scope()` (MirroredStrategy, MultiWorkerMirroredStrategy)
+each batch is split over the replicas and the result is one device's (to
+float rounding; tests/test_distribute.py); the adaptive geodesic rule, whose
+step is not distributed, is refused there.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import distribute
 from tfgeo import model_checks
 from tfgeo import classification
 from tfgeo import geodesic_model
@@ -166,8 +172,9 @@ def _compile_adam(model, s: Settings, jit):
 
 def _fit_epochs(model, tasks, s: Settings, seed, verbose):
     steps = _steps_per_epoch(tasks, s)
-    model.fit(_task_dataset(tasks, s.batch_size, seed), steps_per_epoch=steps, epochs=s.epochs,
-              verbose=verbose, shuffle=False)
+    # Keras's fit, or under several replicas its loop by hand (`distribute.fit`).
+    distribute.fit(model, _task_dataset(tasks, s.batch_size, seed), epochs=s.epochs,
+                   steps_per_epoch=steps, verbose=verbose)
     return s.epochs * steps
 
 
@@ -288,6 +295,17 @@ _LEARNERS = {"naive": _naive, "ewc": _ewc, "joint": _joint, "geodesic": _geodesi
              "geodesic_euclidean": _geodesic_euclidean}
 
 
+def check_distributed(method: str, settings: Settings) -> None:
+    """Raises ValueError if `method` cannot run over the current strategy's
+    replicas: the adaptive geodesic rule solves on each replica's own metric
+    and assigns in place, so the replicas' weights would silently part."""
+    replicas = distribute.num_replicas_in_scope()
+    if replicas > 1 and method == "geodesic" and settings.geodesic_rule == "adaptive":
+        raise ValueError(f"method='geodesic' (the adaptive rule) does not run over {replicas} "
+                         f"replicas; under a strategy use one of "
+                         f"{[m for m in METHODS if m != 'geodesic']}.")
+
+
 def learn_task(method: str, model: keras.Model, tasks, index: int, settings: Settings,
                state: dict, seed: int, memory_seed: int, jit_compile: bool = False,
                verbose: int = 0) -> dict:
@@ -300,6 +318,7 @@ def learn_task(method: str, model: keras.Model, tasks, index: int, settings: Set
     """
     if method not in _LEARNERS:
         raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    check_distributed(method, settings)
     keras.utils.set_random_seed(seed)
     began = time.time()
     steps = _LEARNERS[method](model, tasks, index, settings, state, seed, memory_seed,
@@ -336,6 +355,7 @@ class ContinualLearner:
             raise ValueError(f"Unknown settings {sorted(unknown)}; expected some of "
                              f"{Settings._fields}.")
         self.settings = Settings(**settings)
+        check_distributed(method, self.settings)
         for name in ("epochs", "batch_size", "memory_size", "memory_batch"):
             value = getattr(self.settings, name)
             if not isinstance(value, numbers.Integral) or value < 1:

@@ -18,8 +18,10 @@ from tfgeo.sparsify import projection
 from tfgeo.sparsify import pruning
 from tfgeo.sparsify import staged_pruning
 from tfgeo.sparsify.staged_pruning import METHODS
+from tfgeo.sparsify.staged_pruning import Distillation
+from tfgeo.sparsify.projection import Solver
 from tfgeo.sparsify.staged_pruning import PruneReport
 from tfgeo.sparsify.staged_pruning import prune
 
-__all__ = ["prune", "PruneReport", "METHODS", "distillation", "geodesic_pruning", "layerwise",
+__all__ = ["prune", "PruneReport", "METHODS", "Distillation", "Solver", "distillation", "geodesic_pruning", "layerwise",
            "masked_training", "projection", "pruning", "staged_pruning"]

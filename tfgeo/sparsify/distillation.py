@@ -107,15 +107,10 @@ def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int
     def step(x, refs):
         if not replicated:
             return descend(x, refs, 1.0)
-        # Replica r takes rows [r b / R, (r + 1) b / R) of the global batch: the
-        # mean of the replicas' means is the batch's mean D.
-        size = batch // replicas
-        shards = strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.nest.map_structure(
-                lambda a: a[ctx.replica_id_in_sync_group * size:
-                            (ctx.replica_id_in_sync_group + 1) * size], (x, tuple(refs))))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(
-            lambda part: descend(part[0], part[1], 1.0 / replicas), args=(shards,)), axis=None)
+        # Each replica descends its rows' mean D times 1/R: the batch's mean D.
+        return distribute.split_batch(
+            strategy, lambda rows, weight: descend(rows[0], rows[1], weight),
+            (x, tuple(refs)), batch)
 
     full = tf.function(lambda: batching.chunked_mean(
         lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),

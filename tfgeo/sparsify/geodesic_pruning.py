@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from tfgeo import callbacks as callbacks_lib
+from tfgeo import distribute
 from tfgeo import geodesic_model
 from tfgeo import losses
 from tfgeo.sparsify import masked_training
@@ -127,8 +128,8 @@ def masked_finetune(model: keras.Model, masks, dataset, steps: int, learning_rat
     if steps > 0:
         masked.compile(adam(learning_rate, steps, lr_schedule), _loss(loss),
                        jit_compile=jit_compile)
-        masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
-                   shuffle=False, callbacks=list(callbacks))
+        distribute.fit(masked, dataset, steps_per_epoch=int(steps), verbose=verbose,
+                       callbacks=callbacks)
     return {"steps": int(steps), "gradients": float(steps), "seconds": time.time() - began}
 
 
@@ -152,8 +153,8 @@ def gradual_prune(model: keras.Model, dataset, initial: float, final: float, ste
     if steps > 0:
         masked.compile(adam(learning_rate, steps, lr_schedule), _loss(loss),
                        jit_compile=jit_compile)
-        masked.fit(dataset, steps_per_epoch=int(steps), epochs=1, verbose=verbose,
-                   callbacks=[schedule, *callbacks], shuffle=False)
+        distribute.fit(masked, dataset, steps_per_epoch=int(steps), verbose=verbose,
+                       callbacks=[schedule, *callbacks])
     else:
         masked.set_masks(pruning.magnitude_masks(weights_lib.get_trainable(model), final, which,
                                                  scope))
