@@ -20,6 +20,7 @@ import itertools
 import os
 
 import tensorflow as tf
+from absl import logging
 
 from tfgeo import linear_operator
 
@@ -315,6 +316,12 @@ def fit(model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int |
                                      f"steps in epoch {epoch + 1}; give a repeated dataset.")
                 iterator = iter(dataset)  # an epoch is one pass, as in fit
                 break
+            rows = int(tf.nest.flatten(batch)[0].shape[0])
+            if rows < strategy.num_replicas_in_sync:
+                # A replica without rows would average over none (NaN gradients).
+                logging.warning("Skipped a batch of %d rows: fewer than the %d replicas.",
+                                rows, strategy.num_replicas_in_sync)
+                continue
             hooks.on_train_batch_begin(step)
             one_step(batch)
             logs = {k: float(v) for k, v in model.get_metrics_result().items()}
