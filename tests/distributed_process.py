@@ -9,8 +9,9 @@ WORKLOAD 'walk' (the default): each takes the same 4 geodesic steps
 (GeodesicModel.fit, TaskLossDescent) on the same global batches of 64 digits.
 WORKLOAD 'label_free', inside `strategy.scope()`: the projection of a
 float64 MLP onto a 70 %-sparse mask by 3 Gauss-Newton steps on 97
-calibration inputs (an odd count: the replicas' shards differ in size), then
-`prune(method="distill")` of the same MLP through 50 -> 70 % with 30 masked
+calibration inputs (an odd count: the replicas' shards differ in size), the
+layer-wise reconstruction onto that mask (each worker sums its share of the
+inputs), then `prune(method="distill")` of the same MLP through 50 -> 70 % with 30 masked
 Adam steps on batches of 32 per stage. WORKLOAD 'continual_path', inside
 `strategy.scope()`: `ContinualLearner(method="der")` on digits 0-4 then 5-9
 (96 rows each, batches of 32, a memory of 32 rows), then the relaxed
@@ -33,6 +34,8 @@ def label_free(strategy, output):
 
     from tfgeo import models
     from tfgeo.experiments import data
+    from tfgeo import distribute
+    from tfgeo.sparsify import layerwise
     from tfgeo.sparsify import projection as projection_lib
     from tfgeo.sparsify import pruning
     from tfgeo.sparsify import staged_pruning
@@ -53,6 +56,9 @@ def label_free(strategy, output):
                     cg_iterations=report["cg_iterations"], products=report["products"])
         keras.utils.set_random_seed(0)
         net = models.get("mlp", ds.input_shape, 10, hidden=(16,), dtype="float64")
+        refit, _ = layerwise.reconstruct(net, masks, x, chunk_size=16)
+        arrays += refit
+        info.update(worker_share=list(distribute.worker_share()))
         report = staged_pruning.prune(
             net, x, [0.5, 0.7], method="distill", verbose=0, batch_size=32,
             distillation_settings=staged_pruning.Distillation(30, 32, 3e-3))

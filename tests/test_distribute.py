@@ -82,6 +82,7 @@ def test_multi_worker_two_processes_equal_single_process(single, tmp_path):
 
 def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_workers(tmp_path):
     # The projection: calibration inputs sharded over replicas (49 + 48 of 97),
+    # layer-wise reconstruction's sums over workers,
     # every mean all-reduced: the same CG iterations and steps. Distillation:
     # each batch split over the replicas, gradients summed. The same weights
     # (float64).
@@ -91,6 +92,9 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
     mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "label_free")
     (first, second), infos = _two_workers(tmp_path, "label_free")
     assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    # The layer-wise statistics: each worker summed half the inputs.
+    assert [i["worker_share"] for i in (single, mirrored, *infos)] == [
+        [0, 1], [0, 1], [0, 2], [1, 2]]
     for info in (mirrored, *infos):
         for key in ("projection_steps", "cg_iterations", "products", "distill_steps",
                     "gradient_equivalents"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -295,7 +296,8 @@ def fit(model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int |
     iterator = itertools.chain([first], iterator)
     # Last, so that it records what earlier callbacks add to the epoch's logs.
     recorder = keras.callbacks.History()
-    hooks = keras.callbacks.CallbackList([*callbacks, recorder], model=model)
+    hooks = keras.callbacks.CallbackList([*callbacks, recorder], model=model, epochs=epochs,
+                                         steps=steps_per_epoch, verbose=verbose)
 
     @tf.function
     def one_step(batch):
@@ -381,6 +383,55 @@ def under_strategy() -> bool:
     replicas: even one replica's mirrored variables cannot be watched by a
     tape from the cross-replica context, so such code runs per replica)."""
     return tf.distribute.has_strategy()
+
+
+def worker_share(strategy=None) -> tuple[int, int]:
+    """(this worker's index, the number of workers) under
+    MultiWorkerMirroredStrategy; (0, 1) under any other strategy or none."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return 0, 1
+    workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
+    return int(resolver.task_id or 0), workers
+
+
+def worker_rows(inputs):
+    """This worker's rows of `inputs` (a nest of arrays [N, ...]): rows
+    index, index + W, ... of W workers (all rows on one worker). With
+    `sum_over_workers`, host-side sums over the inputs (the layer-wise
+    reconstruction's statistics) are shared out and then totalled."""
+    index, workers = worker_share()
+    if workers == 1:
+        return inputs
+    n = int(tf.nest.flatten(inputs)[0].shape[0])
+    if n < workers:
+        raise ValueError(f"{n} examples cannot be shared by {workers} workers.")
+    return tf.nest.map_structure(lambda a: a[index::workers], inputs)
+
+
+def sum_over_workers(arrays):
+    """Element-wise sums of host arrays (a list; float64) over the workers of a
+    MultiWorkerMirroredStrategy: one SUM all-reduce of one flat vector, to
+    which one replica per worker contributes; identity on one worker. Every
+    worker must call it with arrays of the same shapes, in the same order."""
+    _, workers = worker_share()
+    if workers == 1:
+        return arrays
+    strategy = tf.distribute.get_strategy()
+    per_worker = int(strategy.num_replicas_in_sync) // workers
+    flat = np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays])
+    local = tf.constant(flat)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: local if ctx.replica_id_in_sync_group % per_worker == 0
+        else tf.zeros_like(local))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+    out, start = [], 0
+    for a in arrays:
+        size = int(np.size(a))
+        out.append(total[start:start + size].reshape(np.shape(a)))
+        start += size
+    return out
 
 
 class ShardedMean:

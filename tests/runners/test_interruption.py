@@ -16,7 +16,7 @@ TRAIN = ["--hidden=512,512", "--epochs=40", "--seed=5"]
 CONNECT = ["--hidden=32", "--train_epochs=10", "--methods=geodesic,straight,bezier", "--noalign",
            "--relax_iterations=60", "--curve_converged_steps=100", "--eval_points=11",
            "--seed=7"]
-CONTINUAL = ["--benchmark=split5", "--scenario=task", "--hidden=64", "--epochs=3",
+CONTINUAL = ["--benchmark=split5", "--scenario=task", "--hidden=64", "--epochs=2",
              "--geodesic_steps=40", "--methods=naive,ewc,geodesic", "--seed=6"]
 
 

@@ -28,7 +28,9 @@ the pruned weights stay exactly zero, and with `refit_bias=False` the bias
 keeps its value (the target becomes Y_j - b_j). Only the Gram matrix
 G~ = X~^T X~ ([d+1, d+1]), C~ = X~^T Y ([d+1, d_out]) and sum(Y^2) are
 accumulated, chunk by chunk over the calibration set, so memory is that of
-one chunk plus O(d^2 + d d_out); each unit then solves the principal
+one chunk plus O(d^2 + d d_out) (under MultiWorkerMirroredStrategy each
+worker sums its share of the inputs and one all-reduce totals them,
+`distribute.worker_rows`); each unit then solves the principal
 subsystem G~[K, K] beta = C~[K, j] (units with identical kept sets share one
 solve). The reconstruction error of any weights W~ = [W; b] follows from the
 same statistics: ||X~ W~_j - Y_j||^2 = sum(Y_j^2) - 2 W~_j^T C~_j + W~_j^T G~ W~_j.
@@ -47,6 +49,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfgeo import batching
+from tfgeo import distribute
 from tfgeo import representations
 from tfgeo import weights as weights_lib
 
@@ -133,13 +136,13 @@ def input_grams(model: keras.Model, inputs, weights=None, names: Sequence[str] |
     values = forward.values(weights_lib.get_trainable(model) if weights is None
                             else check_arrays(model, weights, "arrays"))
     out = {}
-    for chunk in _chunks(inputs, chunk_size):
+    for chunk in _chunks(distribute.worker_rows(inputs), chunk_size):
         seen = forward(values, chunk, layers, preactivations=False)
         for w in layers:
             x = layer_rows(w, seen.inputs[w.name]).numpy().astype(np.float64)
             part = np.sum(x * x, axis=0) if diagonal else x.T @ x
             out[w.name] = part if w.name not in out else out[w.name] + part
-    return out
+    return dict(zip(out, distribute.sum_over_workers(list(out.values()))))
 
 
 def _matrix(kernel: np.ndarray) -> np.ndarray:
@@ -207,15 +210,16 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
     dense_values, one_shot_values = forward.values(dense), forward.values(one_shot)
     err = {w.name: 0.0 for w in layers}
     norm = {w.name: 0.0 for w in layers}
-    for chunk in _chunks(inputs, chunk_size):
+    for chunk in _chunks(distribute.worker_rows(inputs), chunk_size):
         target = forward(dense_values, chunk, layers, inputs=False).preactivations
         pruned = forward(one_shot_values, chunk, layers, inputs=False).preactivations
         for w in layers:
             y = target[w.name].numpy().astype(np.float64)
             err[w.name] += float(np.sum((y - pruned[w.name].numpy()) ** 2))
             norm[w.name] += float(np.sum(y ** 2))
-    for w in layers:
-        report[w.name]["before"] = _relative(err[w.name], norm[w.name])
+    totals = distribute.sum_over_workers([np.array([err[w.name], norm[w.name]]) for w in layers])
+    for w, (e, n) in zip(layers, totals):
+        report[w.name]["before"] = _relative(float(e), float(n))
 
     new = [np.array(w, copy=True) for w in one_shot]
     for w in layers:
@@ -269,7 +273,7 @@ def _statistics(forward, dense_values, current_values, w, inputs, chunk_size):
     """G~ = X~^T X~ [d+1, d+1], C~ = X~^T Y [d+1, d_out], sum(Y^2) [d_out] for layer w:
     X from the network at `current_values`, Y from the dense network."""
     gram = cross = yy = None
-    for chunk in _chunks(inputs, chunk_size):
+    for chunk in _chunks(distribute.worker_rows(inputs), chunk_size):
         y = forward(dense_values, chunk, [w], inputs=False).preactivations[w.name]
         x = forward(current_values, chunk, [w], preactivations=False).inputs[w.name]
         x = layer_rows(w, x).numpy().astype(np.float64)
@@ -280,6 +284,8 @@ def _statistics(forward, dense_values, current_values, w, inputs, chunk_size):
             gram, cross, yy = parts
         else:
             gram, cross, yy = gram + parts[0], cross + parts[1], yy + parts[2]
+    # Under MultiWorkerMirroredStrategy each worker summed its share of the rows.
+    gram, cross, yy = distribute.sum_over_workers([gram, cross, yy])
     return gram, cross, yy
 
 
