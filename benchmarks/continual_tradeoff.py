@@ -47,8 +47,8 @@ flags.DEFINE_list("extra", [], "More runner flags for every run (e.g. --train_ex
 #: (line label, method, flag, values); a value None is the method's default run.
 KNOBS = (
     ("DER, alpha", "der", "der_alpha", (0.3, 1.0, 3.0)),
-    ("replay, alpha", "replay", "replay_alpha", (0.5, 2.0, 8.0)),
-    ("FIP, alpha", "fip", "fip_alpha", (1.0, 10.0, 100.0)),
+    ("replay, alpha", "replay", "replay_alpha", (0.5, 2.0, 8.0, 32.0)),
+    ("FIP, alpha", "fip", "fip_alpha", (1.0, 10.0, 100.0, 1000.0)),
     ("EWC, lambda", "ewc", "ewc_strength", (100.0, 1000.0, 10000.0)),
     ("geodesic, restoring", "geodesic", "restoring", (30.0, 100.0, 300.0)),
     ("geodesic, rho", "geodesic", "metric_weight", (0.0, 1.0, 10.0)),
@@ -90,30 +90,39 @@ def run_point(label, method, flag, value, folder) -> dict:
             "command": " ".join(c if i else "python" for i, c in enumerate(cmd))}
 
 
-def plot(points, path: str, title: str) -> None:
+def plot(points, path: str, title: str, zoom=(94.0, -7.0)) -> None:
+    """Two panels: every point, and the region above `zoom` (average %, BWT
+    points) where the memory methods that work sit."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    for label in dict.fromkeys(p["label"] for p in points):
-        line = [p for p in points if p["label"] == label]
-        x = [100 * p["backward_transfer"] for p in line]
-        y = [100 * p["average_accuracy"] for p in line]
-        style = dict(marker="o") if len(line) > 1 else dict(marker="s", linestyle="none")
-        ax.plot(x, y, label=label, **style)
-        for p, xi, yi in zip(line, x, y):
-            if p["flag"] is not None:
-                ax.annotate(f"{p['value']:g}", (xi, yi), textcoords="offset points",
-                            xytext=(4, 3), fontsize=7)
-    ax.set_xlabel("backward transfer (points; 0 = no forgetting)")
-    ax.set_ylabel("average accuracy (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for panel, ax in enumerate(axes):
+        for label in dict.fromkeys(p["label"] for p in points):
+            line = [p for p in points if p["label"] == label]
+            x = [100 * p["backward_transfer"] for p in line]
+            y = [100 * p["average_accuracy"] for p in line]
+            style = dict(marker="o") if len(line) > 1 else dict(marker="s", linestyle="none")
+            ax.plot(x, y, label=label, **style)
+            for p, xi, yi in zip(line, x, y):
+                if p["flag"] is not None and (panel == 1 or len(line) > 1):
+                    ax.annotate(f"{p['value']:g}", (xi, yi), textcoords="offset points",
+                                xytext=(4, 3), fontsize=7)
+        ax.set_xlabel("backward transfer (points; 0 = no forgetting)")
+        ax.set_ylabel("average accuracy (%)")
+        ax.grid(alpha=0.3)
+        if panel == 1:
+            ax.set_ylim(zoom[0], 99.0)
+            ax.set_xlim(zoom[1], 0.5)
+            ax.set_title(f"above {zoom[0]:g}% and {zoom[1]:g} points", fontsize=9)
+        else:
+            ax.set_title("every run", fontsize=9)
+            ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv):

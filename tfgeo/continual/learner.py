@@ -331,7 +331,8 @@ class ContinualLearner:
 
     Args:
       model: a built Keras classifier with logits outputs; trained in place.
-      method: one of `METHODS`.
+      method: one of `METHODS` (default "der": it wins every MNIST benchmark on
+        average accuracy, docs/continual.md).
       seed: seeds each task's training (reproducible under a seed) and the
         memory's rows.
       jit_compile: XLA-compile the training steps (slow for conv nets on CPU).
@@ -343,7 +344,7 @@ class ContinualLearner:
     {"seconds", "steps"}).
     """
 
-    def __init__(self, model: keras.Model, method: str = "geodesic", *, seed: int = 0,
+    def __init__(self, model: keras.Model, method: str = "der", *, seed: int = 0,
                  jit_compile: bool = False, verbose: int = 0, **settings):
         if not isinstance(model, keras.Model):
             raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
