@@ -1,0 +1,61 @@
+r"""The label-free frontier's configurations over seeds: mean and spread.
+
+    python benchmarks/frontier_seeds.py runs/frontier/lenet_300_100.json \
+        runs/frontier/lenet_300_100_seed1.json runs/frontier/lenet_300_100_seed2.json
+
+Reads the rows `benchmarks/label_free_frontier.py` wrote for several seeds
+(each its own start network, split, calibration draw and stages), keeps the
+configurations every file holds, and prints a Markdown table: for each
+configuration and sparsity, the mean test accuracy with its range over the
+seeds (min-max), the mean validation accuracy and the mean cumulative
+gradient-equivalents (the geodesic's vary with its CG iterations). Also
+counts, per sparsity, on how many seeds each configuration's validation
+accuracy beats each other's.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def load(paths):
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            rows = [r for r in json.load(f)["rows"] if r["name"] != "dense"]
+        runs.append({(r["name"], r["sparsity"]): r for r in rows})
+    return runs
+
+
+def table(runs, names=None) -> str:
+    common = set(runs[0])
+    for run in runs[1:]:
+        common &= set(run)
+    names = names or sorted({n for n, _ in common})
+    sparsities = sorted({s for _, s in common})
+    lines = ["| configuration | sparsity | test accuracy, mean (min-max) | validation, mean "
+             "| GE, mean |", "|---|---|---|---|---|"]
+    for name in names:
+        for s in sparsities:
+            if (name, s) not in common:
+                continue
+            rows = [run[name, s] for run in runs]
+            test = [100 * r["test_accuracy"] for r in rows]
+            val = [100 * r["validation_accuracy"] for r in rows]
+            ge = sum(r["gradient_equivalents"] for r in rows) / len(rows)
+            lines.append(f"| {name} | {100 * s:g}% | {sum(test) / len(test):.2f} "
+                         f"({min(test):.2f}-{max(test):.2f}) | {sum(val) / len(val):.2f} "
+                         f"| {ge:,.0f} |")
+    return "\n".join(lines)
+
+
+def main(paths):
+    runs = load(paths)
+    print(f"{len(runs)} seeds: {', '.join(paths)}\n")
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python benchmarks/frontier_seeds.py ROWS.json ROWS.json [...]")
+    main(sys.argv[1:])

@@ -1,0 +1,36 @@
+"""benchmarks/frontier_seeds.py: the mean and range over seeds of the
+configurations every seed's rows hold, and nothing else."""
+import importlib.util
+import json
+import os
+
+from tests.runner_process import ROOT
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "frontier_seeds", os.path.join(ROOT, "benchmarks", "frontier_seeds.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path, rows):
+    with open(path, "w") as f:
+        json.dump({"rows": [{"name": "dense", "sparsity": 0.0}] + [
+            {"name": n, "sparsity": s, "test_accuracy": t, "validation_accuracy": v,
+             "gradient_equivalents": g} for n, s, t, v, g in rows]}, f)
+    return str(path)
+
+
+def test_the_table_averages_the_configurations_every_seed_ran(tmp_path):
+    seeds = _module()
+    a = _rows(tmp_path / "a.json", [("distill", 0.9, 0.97, 0.96, 100.0),
+                                    ("geodesic", 0.9, 0.95, 0.94, 300.0),
+                                    ("only_here", 0.9, 0.5, 0.5, 1.0)])
+    b = _rows(tmp_path / "b.json", [("distill", 0.9, 0.99, 0.98, 100.0),
+                                    ("geodesic", 0.9, 0.96, 0.95, 500.0)])
+    table = seeds.table(seeds.load([a, b])).splitlines()
+    assert table[2] == "| distill | 90% | 98.00 (97.00-99.00) | 97.00 | 100 |"
+    assert table[3] == "| geodesic | 90% | 95.50 (95.00-96.00) | 94.50 | 400 |"
+    assert len(table) == 4  # a configuration one seed lacks is left out
