@@ -41,7 +41,6 @@ import numpy as np
 from absl import logging
 
 from tfgeo import classification
-from tfgeo import distribute
 from tfgeo import cost
 from tfgeo import weights as weights_lib
 from tfgeo.connect import curves
@@ -290,7 +289,9 @@ def _settings(config):
 
 
 def distribution_obstacle(config: ConnectConfig) -> str | None:
-    """Why this study cannot run over several replicas (None: it can)."""
+    """Why this study cannot run over several replicas (None: it can); the
+    runner refuses the run before any training (`runners.common.strategy`),
+    where the library would raise only when it reaches the method."""
     refused = [m for m in config.methods if m in path_finding.NOT_DISTRIBUTED]
     if refused:
         return (f"--methods={','.join(refused)} is not distributed (its inner loop updates "
@@ -301,9 +302,6 @@ def distribution_obstacle(config: ConnectConfig) -> str | None:
 def run(config: ConnectConfig) -> results.Report:
     """Runs (or resumes) the paths between the endpoints; see the module docstring."""
     check(config)
-    why = distribution_obstacle(config)
-    if why and distribute.num_replicas_in_scope() > 1:
-        raise config_lib.InputError(f"--strategy: {why}.")
     tensorboard.configure(config.run)
     state = run_state.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)

@@ -42,7 +42,6 @@ import tensorflow as tf
 from absl import logging
 
 from tfgeo import classification
-from tfgeo import distribute
 from tfgeo.continual import ewc
 from tfgeo.continual import learner as learner_lib
 from tfgeo.continual import multihead
@@ -376,7 +375,9 @@ def report(out, names, title: str, evaluated: str) -> results.Report:
 
 
 def distribution_obstacle(config: ContinualConfig) -> str | None:
-    """Why this study cannot run over several replicas (None: it can)."""
+    """Why this study cannot run over several replicas (None: it can); the
+    runner refuses the run before any training (`runners.common.strategy`),
+    where the library would raise only when it reaches the method."""
     if "geodesic" in config.methods and config.geodesic_rule == "adaptive":
         return ("--methods=geodesic with --geodesic_rule=adaptive is not distributed (each "
                 "replica would solve on its own metric); leave it out of --methods")
@@ -386,9 +387,6 @@ def distribution_obstacle(config: ContinualConfig) -> str | None:
 def run(config: ContinualConfig) -> results.Report:
     """Runs (or resumes) a continual-learning study; see the module docstring."""
     check(config)
-    why = distribution_obstacle(config)
-    if why and distribute.num_replicas_in_scope() > 1:
-        raise config_lib.InputError(f"--strategy: {why}.")
     tensorboard.configure(config.run)
     state = run_state.open_run(config)
     ds, train, validation = data.load_run_splits(config.data, config.run.seed)

@@ -138,22 +138,20 @@ def import_modules() -> None:
             sys.exit(f"FATAL --imports={name}: cannot be imported ({type(e).__name__}: {e}).")
 
 
-def strategy(multi_worker=False, config=None):
+def strategy(obstacle=None, config=None):
     """The --strategy, built before any model (exits with one line if it cannot be).
 
-    multi_worker: whether the runner runs under MultiWorkerMirroredStrategy: a
-    bool, or a function of the config returning why this run cannot (None if
-    it can)."""
+    obstacle: a function of the config returning why this run cannot run over
+    several replicas (None if it can), or None: checked before a multi-worker
+    cluster is joined, and after any other strategy is built, if it has
+    several replicas."""
     import tensorflow as tf
 
     from tfgeo import distribute
 
-    if FLAGS.strategy == "multi_worker":
-        why = multi_worker(config) if callable(multi_worker) else (
-            None if multi_worker else "this runner does not run under "
-            "MultiWorkerMirroredStrategy")
-        if why:
-            sys.exit(f"FATAL --strategy=multi_worker: {why}.")
+    why = obstacle(config) if obstacle is not None else None
+    if FLAGS.strategy == "multi_worker" and why:
+        sys.exit(f"FATAL --strategy=multi_worker: {why}.")
     if FLAGS.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -167,13 +165,15 @@ def strategy(multi_worker=False, config=None):
             chosen = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.worker_timeout)
     except ValueError as e:
         sys.exit(f"FATAL --strategy={FLAGS.strategy}: {e}")
+    if why and chosen.num_replicas_in_sync > 1:
+        sys.exit(f"FATAL --strategy={FLAGS.strategy}: {why}.")
     logging.info("Strategy %s: %d replica(s)", FLAGS.strategy, chosen.num_replicas_in_sync)
     return chosen
 
 
-def run_and_report(config, run, multi_worker=False) -> results.Report:
+def run_and_report(config, run, obstacle=None) -> results.Report:
     """`run(config)` under the --strategy, then results.json, plots and the table."""
-    chosen = strategy(multi_worker, config)
+    chosen = strategy(obstacle, config)
     if chosen.num_replicas_in_sync > 1 and config.run.compile != "graph":
         # XLA cannot compile a step that reads mirrored variables held on other
         # devices (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
@@ -187,7 +187,7 @@ def run_and_report(config, run, multi_worker=False) -> results.Report:
     return report
 
 
-def main(config_cls, run, multi_worker=False) -> None:
+def main(config_cls, run, obstacle=None) -> None:
     """absl `app.run` of `run(config)`; see the module docstring."""
 
     def _main(argv):
@@ -196,7 +196,7 @@ def main(config_cls, run, multi_worker=False) -> None:
         config = config_from_flags(config_cls)
         import_modules()
         try:
-            run_and_report(config, run, multi_worker)
+            run_and_report(config, run, obstacle)
         except config_lib.InputError as e:
             sys.exit(f"FATAL {e}")
         except results.NonFiniteError as e:
@@ -208,7 +208,7 @@ def main(config_cls, run, multi_worker=False) -> None:
     app.run(_main)
 
 
-def runner(config_cls, run, multi_worker=False):
+def runner(config_cls, run, obstacle=None):
     """Defines the flags of `config_cls` and --strategy for the calling runner
     module (as its key flags, so `--help` lists them) and returns its entry
     point, `main(config_cls, run)`, for `__main__` and the console scripts."""
@@ -226,4 +226,4 @@ def runner(config_cls, run, multi_worker=False):
     for module in {caller, sys.argv[0]} - {"__main__"}:
         for flag in FLAGS.get_key_flags_for_module(__name__):
             FLAGS.register_key_flag_for_module(module, flag)
-    return lambda: main(config_cls, run, multi_worker)
+    return lambda: main(config_cls, run, obstacle)

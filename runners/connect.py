@@ -15,7 +15,7 @@ from tfgeo.experiments import connect_experiment
 from tfgeo.runners import common
 
 entry = common.runner(connect_experiment.ConnectConfig, connect_experiment.run,
-                      multi_worker=connect_experiment.distribution_obstacle)
+                      obstacle=connect_experiment.distribution_obstacle)
 
 if __name__ == "__main__":
     entry()

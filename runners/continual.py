@@ -16,7 +16,7 @@ from tfgeo.experiments import continual_experiment
 from tfgeo.runners import common
 
 entry = common.runner(continual_experiment.ContinualConfig, continual_experiment.run,
-                      multi_worker=continual_experiment.distribution_obstacle)
+                      obstacle=continual_experiment.distribution_obstacle)
 
 if __name__ == "__main__":
     entry()

@@ -17,8 +17,7 @@ last completed stage when rerun with the same flags.
 from tfgeo.experiments import sparsify_experiment
 from tfgeo.runners import common
 
-entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run,
-                      multi_worker=True)
+entry = common.runner(sparsify_experiment.SparsifyConfig, sparsify_experiment.run)
 
 if __name__ == "__main__":
     entry()

@@ -11,7 +11,7 @@ exit with one line naming the flag before any data is loaded.
 from tfgeo.experiments import training
 from tfgeo.runners import common
 
-entry = common.runner(training.BaseTrainingConfig, training.run, multi_worker=True)
+entry = common.runner(training.BaseTrainingConfig, training.run)
 
 if __name__ == "__main__":
     entry()

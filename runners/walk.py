@@ -17,7 +17,7 @@ The package's best method is label-free pruning (python -m runners.sparsify).
 from tfgeo.experiments import walk
 from tfgeo.runners import common
 
-entry = common.runner(walk.WalkConfig, walk.run, multi_worker=True)
+entry = common.runner(walk.WalkConfig, walk.run)
 
 if __name__ == "__main__":
     entry()
