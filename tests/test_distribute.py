@@ -72,6 +72,19 @@ def _two_workers(tmp_path, workload="walk"):
     return [_weights(o) for o in outputs], infos
 
 
+def _three_ways(tmp_path, workload):
+    """The workload on one device, over 2 logical CPUs and on 2 loopback workers:
+    the single run's JSON line and weights, (JSON line, weights) of the mirrored
+    run, the two workers' weights and their JSON lines."""
+    path = str(tmp_path / "single.npz")
+    single = _run("single", path, workload)
+    path_m = str(tmp_path / "mirrored.npz")
+    mirrored = _run("mirrored", path_m, workload)
+    workers, infos = _two_workers(tmp_path, workload)
+    assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    return single, _weights(path), (mirrored, _weights(path_m)), workers, infos
+
+
 def test_multi_worker_two_processes_equal_single_process(single, tmp_path):
     _, reference = single
     (first, second), _ = _two_workers(tmp_path)
@@ -86,12 +99,8 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
     # every mean all-reduced: the same CG iterations and steps. Distillation:
     # each batch split over the replicas, gradients summed. The same weights
     # (float64).
-    path = str(tmp_path / "single.npz")
-    single = _run("single", path, "label_free")
-    reference = _weights(path)
-    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "label_free")
-    (first, second), infos = _two_workers(tmp_path, "label_free")
-    assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    single, reference, (mirrored, mirrored_weights), (first, second), infos = _three_ways(
+        tmp_path, "label_free")
     # The layer-wise statistics: each worker summed half the inputs.
     assert [i["worker_share"] for i in (single, mirrored, *infos)] == [
         [0, 1], [0, 1], [0, 2], [1, 2]]
@@ -101,7 +110,7 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
             assert info[key] == single[key], key
         for key in ("projection_distance", "distill_distance"):
             assert info[key] == pytest.approx(single[key], rel=1e-9), key
-    for got in (_weights(str(tmp_path / "mirrored.npz")), first, second):
+    for got in (mirrored_weights, first, second):
         for a, r in zip(got, reference):
             np.testing.assert_allclose(a, r, rtol=1e-9, atol=1e-12)
     for a, b in zip(first, second):
@@ -112,23 +121,19 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
 
 def test_continual_der_and_the_geodesic_path_are_the_same_on_one_device_two_replicas_and_two_workers(
         tmp_path):
-    # ContinualLearner("der"): Keras's fit (by hand on two workers), each batch
-    # split over the replicas, the memory term weighed 1/R on each. The relaxed
-    # geodesic path: each batch split, gradients weighed 1/R and summed. The
-    # same batches on every strategy (stateless shuffling). Keras computes the
-    # compiled loss in float32, hence 1e-7 rather than float64's 1e-9.
-    path = str(tmp_path / "single.npz")
-    single = _run("single", path, "continual_path")
-    reference = _weights(path)
-    mirrored = _run("mirrored", str(tmp_path / "mirrored.npz"), "continual_path")
-    (first, second), infos = _two_workers(tmp_path, "continual_path")
-    assert mirrored["replicas"] == 2 and infos[0]["replicas"] == 2
+    # ContinualLearner("der") and the Bezier curve: `distribute.fit` (one
+    # iterator of one device's batches, each split over the replicas), the
+    # memory term weighed 1/R on each. The relaxed geodesic path: each batch
+    # split, gradients weighed 1/R and summed. Keras computes the compiled loss
+    # in float32, hence 1e-7 rather than float64's 1e-9.
+    single, reference, (mirrored, mirrored_weights), (first, second), infos = _three_ways(
+        tmp_path, "continual_path")
     for info in (mirrored, *infos):
         assert info["steps"] == single["steps"] == [6, 6]
         assert info["gradient_equivalents"] == single["gradient_equivalents"]
         assert info["accuracy"] == pytest.approx(single["accuracy"], abs=1e-12)
         assert info["path_energy"] == pytest.approx(single["path_energy"], rel=1e-7)
-    for got in (_weights(str(tmp_path / "mirrored.npz")), first, second):
+    for got in (mirrored_weights, first, second):
         assert len(got) == len(reference) == 4 + 2 * 5 * 4  # the net; 5 points of 2 paths
         for a, r in zip(got, reference):
             np.testing.assert_allclose(a, r, rtol=1e-7, atol=1e-9)

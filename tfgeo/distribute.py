@@ -225,11 +225,7 @@ def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
     replicas (`replica_rows`), in one `tf.function`. Returns the number of
     steps taken (fewer if the data ends).
     """
-
-    @tf.function
-    def one_step(batch):
-        strategy.run(model.train_step, args=(replica_rows(strategy, batch),))
-
+    one_step = split_step(strategy, model)
     taken = 0
     for batch in dataset:
         if taken == steps:
@@ -237,6 +233,17 @@ def run_steps(strategy: tf.distribute.Strategy, model, dataset: tf.data.Dataset,
         one_step(batch)
         taken += 1
     return taken
+
+
+def split_step(strategy: tf.distribute.Strategy, model):
+    """A `tf.function` of one global batch: `model.train_step` on every replica,
+    each on its rows of the batch (`replica_rows`)."""
+
+    @tf.function
+    def one_step(batch):
+        strategy.run(model.train_step, args=(replica_rows(strategy, batch),))
+
+    return one_step
 
 
 def split_batch(strategy: tf.distribute.Strategy, fn, batch, size: int):
@@ -299,10 +306,7 @@ def fit(model, dataset: tf.data.Dataset, epochs: int = 1, steps_per_epoch: int |
     hooks = keras.callbacks.CallbackList([*callbacks, recorder], model=model, epochs=epochs,
                                          steps=steps_per_epoch, verbose=verbose)
 
-    @tf.function
-    def one_step(batch):
-        strategy.run(model.train_step, args=(replica_rows(strategy, batch),))
-
+    one_step = split_step(strategy, model)
     model.stop_training = False
     hooks.on_train_begin()
     logs: dict = {}
