@@ -49,14 +49,17 @@ METHODS = ("geodesic", "shooting", "straight", "bezier", "polychain", "fip")
 NOT_DISTRIBUTED = ("fip",)
 #: Gradient-equivalents are counted in gradients on batches of this size.
 REFERENCE_BATCH = 128
-#: The relaxed geodesic's compute at its defaults (gradient-equivalents): the
-#: curves' and FIP's default budget, so that methods compare at equal compute.
+#: The default budget of every method that trains (gradient-equivalents): the
+#: relaxed geodesic's compute at 743 iterations of its defaults (866.8, which
+#: the curves' whole steps round to 867).
 DEFAULT_BUDGET = 867.0
 
 
 class Relaxation(NamedTuple):
-    """Settings of the relaxed geodesic (`relaxed_path.relax_path`)."""
-    iterations: int = 743
+    """Settings of the relaxed geodesic (`relaxed_path.relax_path`); `iterations`
+    (if set) overrides the budget, else the geodesic gets the iterations the
+    budget buys (`relaxation_iterations`: 743 at the default budget)."""
+    iterations: int | None = None
     inner_points: int = 4
     batch_size: int = 32
     energy: str = "divergence"
@@ -162,8 +165,10 @@ def find_path(model_a: keras.Model, model_b: keras.Model, x, y, method: str = "g
       align: connect A to B permuted onto A by weight matching (Dense/Conv2D
         chains only; refused when the permuted B computes another function).
       num_points: points of the returned path (>= 2).
-      budget: gradient-equivalents (batches of 128) of the curves and FIP
-        (default: the relaxed geodesic's compute at its defaults).
+      budget: gradient-equivalents (batches of 128) of every method that
+        trains (geodesic, curves, FIP): each gets the whole steps that come
+        nearest it (`relaxation_iterations`, `curve_steps`); the default is
+        the relaxed geodesic's compute at 743 iterations.
       relaxation, shooting, curve_training, fip: each method's settings.
       seed: seeds data order and initialisation (reproducible under a seed).
       jit_compile: XLA-compile the training steps (slow for conv nets on CPU).
@@ -220,8 +225,8 @@ def path_between(model: keras.Model, a, b, x, y, method: str, num_points: int = 
                          f"{[m for m in METHODS if m not in NOT_DISTRIBUTED]}.")
     weights_lib.set_trainable(model, a)
     if method == "geodesic":
-        raw, ge, seconds, info = _relaxed(model, a, b, x, y, relaxation, seed, jit_compile,
-                                          num_points)
+        raw, ge, seconds, info = _relaxed(model, a, b, x, y, relaxation, budget, seed,
+                                          jit_compile, num_points)
         points = raw
     elif method == "shooting":
         raw, ge, seconds, info = _shooting(model, a, b, x, y, shooting, seed, jit_compile)
@@ -276,13 +281,40 @@ def _batches(x, y, batch_size, seed):
             .batch(batch_size, drop_remainder=True))
 
 
-def _relaxed(model, a, b, x, y, s: Relaxation, seed, jit, num_points):
+def relaxation_cost(s: Relaxation) -> float:
+    """Gradient-equivalents (batches of `REFERENCE_BATCH`) of one relaxation
+    iteration: K gradients and 2 forwards (divergence energy) or K metric
+    products (metric energy) on `s.batch_size` inputs (`relaxed_path`)."""
+    if s.energy == "divergence":
+        counts = {"gradients": s.inner_points, "forwards": 2}
+    else:
+        counts = {"metric_products": s.inner_points}
+    return cost.gradient_equivalents(**counts, batch=s.batch_size,
+                                     reference_batch=REFERENCE_BATCH)
+
+
+def relaxation_iterations(s: Relaxation, budget: float) -> int:
+    """`s.iterations` if set, else the whole iterations nearest `budget` GE (>= 1)."""
+    if s.iterations is not None:
+        return int(s.iterations)
+    return max(1, int(round(budget / relaxation_cost(s))))
+
+
+def curve_steps(s: CurveTraining, budget: float) -> int:
+    """`s.steps` if set, else the whole training steps nearest `budget` GE (>= 1)."""
+    if s.steps is not None:
+        return int(s.steps)
+    return max(1, int(round(budget * REFERENCE_BATCH / s.batch_size)))
+
+
+def _relaxed(model, a, b, x, y, s: Relaxation, budget, seed, jit, num_points):
+    iterations = relaxation_iterations(s, budget)
     res = relaxed_path.relax_path(
-        model, a, b, _batches(x, y, s.batch_size, seed), s.iterations,
+        model, a, b, _batches(x, y, s.batch_size, seed), iterations,
         num_points=s.inner_points, energy=s.energy, output_metric=s.output_metric,
         representations=s.representations, loss_weight=s.loss_weight,
         optimizer=keras.optimizers.Adam(s.learning_rate), jit_compile=jit,
-        log_every=max(1, s.iterations // 10), parametrization=s.parametrization,
+        log_every=max(1, iterations // 10), parametrization=s.parametrization,
         num_bends=s.bends, seed=seed)
     c = res["counts"]
     ge = cost.gradient_equivalents(metric_products=c["metric_products"],
@@ -315,8 +347,7 @@ def _shooting(model, a, b, x, y, s: Shooting, seed, jit):
 
 
 def _curve(model, kind, a, b, x, y, s: CurveTraining, budget, seed, jit, num_points):
-    steps = s.steps if s.steps is not None else max(
-        1, int(round(budget * REFERENCE_BATCH / s.batch_size)))
+    steps = curve_steps(s, budget)
     res = curves.train_curve(model, a, b, _batches(x, y, s.batch_size, seed), steps, kind=kind,
                              num_bends=1, optimizer=keras.optimizers.Adam(s.learning_rate),
                              seed=seed, jit_compile=jit, log_every=max(1, min(500, steps)))

@@ -1,0 +1,65 @@
+"""`find_path`'s budget: every method that trains gets the whole iterations or
+steps nearest the budget, so its gradient-equivalents equal the budget to
+within half of one iteration's (one step's) cost, and an explicit count
+overrides the budget."""
+import keras
+import numpy as np
+import pytest
+
+from tfgeo.connect import path_finding
+from tfgeo.experiments import data
+from tfgeo.models import registry
+
+
+@pytest.fixture(scope="module")
+def endpoints():
+    ds = data.load_digits(flat=True)
+    nets = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        m = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(16,))
+        m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.fit(ds.train.x, ds.train.y, epochs=2, batch_size=64, verbose=0)
+        nets.append(m)
+    return nets, ds.train
+
+
+def test_the_default_budget_buys_the_default_iterations():
+    # 743 iterations of K=4 gradients and 2 forwards on 32 inputs: 866.83 GE.
+    per = path_finding.relaxation_cost(path_finding.Relaxation())
+    assert per == pytest.approx((4 + 2 / 3) * 32 / 128, rel=1e-12)
+    assert path_finding.relaxation_iterations(path_finding.Relaxation(),
+                                              path_finding.DEFAULT_BUDGET) == 743
+    assert path_finding.relaxation_iterations(path_finding.Relaxation(iterations=5), 1e6) == 5
+    # The metric energy: K metric products per iteration, dearer than K gradients.
+    metric = path_finding.relaxation_cost(path_finding.Relaxation(energy="metric"))
+    assert metric > per
+    assert path_finding.curve_steps(path_finding.CurveTraining(batch_size=64), 100.0) == 200
+
+
+@pytest.mark.parametrize("budget", [7.0, 23.3])
+def test_a_budget_is_respected(endpoints, budget):
+    (model_a, model_b), train = endpoints
+    relax = path_finding.Relaxation(batch_size=16)
+    per = path_finding.relaxation_cost(relax)
+    geodesic = path_finding.find_path(model_a, model_b, train.x, train.y, "geodesic",
+                                      num_points=5, budget=budget, relaxation=relax, verbose=0)
+    iterations = geodesic.info["iterations"]
+    assert iterations == round(budget / per)
+    assert geodesic.gradient_equivalents == pytest.approx(iterations * per, rel=1e-12)
+    assert abs(geodesic.gradient_equivalents - budget) <= per / 2 + 1e-9
+    curve = path_finding.find_path(model_a, model_b, train.x, train.y, "bezier", num_points=5,
+                                   budget=budget, curve_training=path_finding.CurveTraining(
+                                       batch_size=32), verbose=0)
+    assert curve.info["steps"] == round(budget * 128 / 32)
+    assert abs(curve.gradient_equivalents - budget) <= 0.5 * 32 / 128 + 1e-9
+
+
+def test_an_explicit_count_overrides_the_budget(endpoints):
+    (model_a, model_b), train = endpoints
+    relax = path_finding.Relaxation(iterations=3, batch_size=16)
+    path = path_finding.find_path(model_a, model_b, train.x, train.y, "geodesic", num_points=3,
+                                  budget=1e4, relaxation=relax, verbose=0)
+    assert path.info["iterations"] == 3
+    assert path.gradient_equivalents == pytest.approx(3 * path_finding.relaxation_cost(relax))
+    assert np.isfinite(path.evaluate(train.x, train.y)["barrier"])
