@@ -17,7 +17,10 @@ with one line, not a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -187,6 +190,41 @@ def run_and_report(config, run, obstacle=None) -> results.Report:
     return report
 
 
+class Interrupts:
+    """Ctrl-C as Python's default handler treats it (KeyboardInterrupt in the
+    main thread), made to end a run in one line wherever it lands.
+
+    Two ways a bare KeyboardInterrupt can end in a traceback instead: code on
+    the way out (a cleanup, a TensorFlow call reporting it as its own error)
+    replaces it with another exception, or it lands in a finaliser, where
+    Python prints "Exception ignored in ..." and runs on. `requested` records
+    the first, so `main` still prints one line; a swallowed interrupt is not
+    printed and is delivered again a moment later.
+    """
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        # A process started with SIGINT ignored (nohup, `cmd &`) keeps ignoring it.
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, cls._on_sigint)
+            cls._previous_hook = sys.unraisablehook
+            sys.unraisablehook = cls._unraisable
+
+    @classmethod
+    def _on_sigint(cls, signum, frame):
+        cls.requested = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def _unraisable(cls, unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        else:
+            cls._previous_hook(unraisable)
+
+
 def main(config_cls, run, obstacle=None) -> None:
     """absl `app.run` of `run(config)`; see the module docstring."""
 
@@ -195,6 +233,9 @@ def main(config_cls, run, obstacle=None) -> None:
             sys.exit(f"FATAL unexpected arguments {' '.join(argv[1:])} (flags start with --).")
         config = config_from_flags(config_cls)
         import_modules()
+        interrupted = (f"Interrupted; rerun with the same flags to resume from "
+                       f"{config.run.output_dir}.")
+        Interrupts.install()
         try:
             run_and_report(config, run, obstacle)
         except config_lib.InputError as e:
@@ -202,8 +243,11 @@ def main(config_cls, run, obstacle=None) -> None:
         except results.NonFiniteError as e:
             sys.exit(f"FATAL {e}")
         except KeyboardInterrupt:
-            sys.exit(f"Interrupted; rerun with the same flags to resume from "
-                     f"{config.run.output_dir}.")
+            sys.exit(interrupted)
+        except Exception:
+            if Interrupts.requested:  # raised on the way out of an interrupted step
+                sys.exit(interrupted)
+            raise
 
     app.run(_main)
 

@@ -198,6 +198,56 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     assert "Interrupted; rerun with the same flags" in err and "Traceback" not in err, err[-4000:]
 
 
+_INTERRUPTS = r"""
+import dataclasses, signal, sys, time
+from runners import common
+from tfgeo.experiments import config as config_lib
+
+common.Interrupts.install()
+
+
+class Finaliser:
+    def __del__(self):  # the interrupt lands in a finaliser, which swallows it
+        signal.raise_signal(signal.SIGINT)
+
+
+try:
+    Finaliser()
+    time.sleep(20)
+    print("swallowed", flush=True)
+except KeyboardInterrupt:
+    print("delivered again", flush=True)
+
+
+@dataclasses.dataclass
+class Config:
+    run: config_lib.RunConfig = config_lib.nested(config_lib.RunConfig)
+
+
+def run(config):
+    try:
+        signal.raise_signal(signal.SIGINT)
+    finally:  # a cleanup that fails on the way out replaces the KeyboardInterrupt
+        raise RuntimeError("the cleanup failed")
+
+
+sys.argv = ["runner", "--output_dir=" + sys.argv[1]]
+common.runner(Config, run)()
+"""
+
+
+def test_an_interrupt_swallowed_or_replaced_on_the_way_out_still_ends_in_one_line(tmp_path):
+    # The full suite twice printed a traceback on Ctrl-C (test_ctrl_c_ends_with_one_line,
+    # 2026-12-02 and 12-04; never alone): these are the two ways it can.
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTS, str(tmp_path / "out")], cwd=ROOT,
+                          env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["delivered", "again"], proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode != 0
+    assert "Interrupted; rerun with the same flags" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
+        proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("script", ["tfgeo-walk", "tfgeo-sparsify"])
 def test_console_scripts_list_their_flags_in_help(script):
     path = os.path.join(os.path.dirname(sys.executable), script)

@@ -26,6 +26,10 @@ SHORT_SPARSIFY = ("--sparsities=0.7", "--methods=one_shot,layerwise,geodesic",
                   "--projection_steps=2", "--calibration_size=256")
 CONTINUAL = ["functional_gelu_dropout", "subclassed"]  # split digits: 2 heads x 5 classes
 SHORT_CONTINUAL = ("--methods=naive,geodesic", "--epochs=1", "--geodesic_steps=20")
+# The models whose layers XLA could refuse run the runners' default compile mode
+# (auto: XLA for these); the rest run in graph mode, as the library tests run
+# every model: an XLA compile costs ~10 s of CPU per model and runner.
+XLA = {"functional_gelu_dropout", "attention", "gru_unrolled"}
 SHORT_CONNECT = ("--methods=geodesic,straight", "--eval_points=3", "--relax_iterations=10",
                  "--noalign")
 
@@ -71,8 +75,10 @@ def runs(tmp_path_factory):
         cases["continual", name] = ("runners.continual", [
             f"--start_model={saved[name, 0]}", f"--output_dir={outs['continual', name]}",
             *SHORT_CONTINUAL])
-    for key, (module, args) in cases.items():  # the subclassed model's class registers
-        args.append("--imports=tests.user_models")
+    for (runner, name), (module, args) in cases.items():
+        args.append("--imports=tests.user_models")  # the subclassed model's class registers
+        if name not in XLA:
+            args.append("--compile=graph")
     got = run_named_cases(cases)
     return {key: (got[key], outs[key], saved) for key in cases}
 
