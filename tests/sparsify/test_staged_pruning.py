@@ -103,6 +103,14 @@ def test_distillation_minimises_the_projections_distance_and_counts_its_budget()
         37 * 32 / 256 + 2 * (1 / 3) * 256 / 256)
 
 
+def test_distill_defaults_are_prunes():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(distillation.distill).parameters.items()}
+    for field, value in staged_pruning.Distillation()._asdict().items():
+        assert defaults[field] == value, field
+
+
 def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():
     settings = staged_pruning.Distillation(steps=40, batch_size=64, learning_rate=3e-3)
     got = {}

@@ -37,8 +37,8 @@ from tfgeo.sparsify import projection
 SCHEDULES = ("constant", "cosine")
 
 
-def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int = 256,
-            learning_rate: float = 1e-3, schedule: str = "cosine", layers=None,
+def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int = 256,
+            learning_rate: float = 1e-2, schedule: str = "cosine", layers=None,
             output_metric="fisher", logits_weight: float = 1.0, start=None, seed: int = 0,
             jit_compile: bool = False, chunk_size: int = 512, reference_weights=None) -> dict:
     """Masked Adam on D, starting from `start` (default m w0; w0 the model's
@@ -47,7 +47,8 @@ def distill(model: keras.Model, mask, inputs, steps: int = 2000, batch_size: int
     mask: 0/1 arrays shaped like the trainable weights (1 = kept).
     inputs: calibration inputs [N, ...] (an array or a dict of arrays), no labels.
     steps: Adam steps, each on `min(batch_size, N)` inputs drawn without
-      replacement per epoch (shuffled by `seed`).
+      replacement per epoch (shuffled by `seed`). The defaults (steps,
+      batch_size, learning_rate, schedule) are `prune`'s `Distillation()`.
     schedule: "constant" or "cosine" (decay to 0 over `steps`).
     layers: as `projection.gauss_newton_projection` (None: the outputs only;
       "hidden": every weighted layer's pre-activation too).
