@@ -63,3 +63,22 @@ def test_an_explicit_count_overrides_the_budget(endpoints):
     assert path.info["iterations"] == 3
     assert path.gradient_equivalents == pytest.approx(3 * path_finding.relaxation_cost(relax))
     assert np.isfinite(path.evaluate(train.x, train.y)["barrier"])
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"relaxation": path_finding.Relaxation(iterations=2.5)}, "relaxation.iterations"),
+    ({"relaxation": path_finding.Relaxation(iterations=0)}, "relaxation.iterations"),
+    ({"relaxation": path_finding.Relaxation(inner_points=0)}, "relaxation.inner_points"),
+    ({"relaxation": path_finding.Relaxation(learning_rate=float("nan"))},
+     "relaxation.learning_rate"),
+    ({"relaxation": path_finding.Relaxation(loss_weight=-1.0)}, "relaxation.loss_weight"),
+    ({"curve_training": path_finding.CurveTraining(batch_size=0)}, "curve_training.batch_size"),
+    ({"curve_training": path_finding.CurveTraining(steps=True)}, "curve_training.steps"),
+    ({"fip": path_finding.FIP(beta=0.0)}, "fip.beta"),
+    ({"shooting": path_finding.Shooting(max_steps=-3)}, "shooting.max_steps"),
+])
+def test_bad_settings_are_refused_naming_the_field(endpoints, settings, named):
+    (model_a, model_b), train = endpoints
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        path_finding.find_path(model_a, model_b, train.x, train.y, "straight", verbose=0,
+                               **settings)

@@ -175,6 +175,8 @@ def find_path(model_a: keras.Model, model_b: keras.Model, x, y, method: str = "g
       verbose: 0 silent, 1 one line when done.
     """
     _check(model_a, model_b, x, y, method, num_points, budget, verbose)
+    check_settings(relaxation=relaxation, shooting=shooting, curve_training=curve_training,
+                   fip=fip)
     a, b = weights_lib.get_trainable(model_a), weights_lib.get_trainable(model_b)
     if align:
         b = align_to(model_a, model_b, x)
@@ -373,6 +375,31 @@ def _fip(model, a, b, x, y, s: FIP, budget, seed, jit):
                                    reference_batch=REFERENCE_BATCH)
     return res["points"], ge, res["seconds"], {"steps": res["steps"], "eta": eta,
                                                "reached": res["reached"]}
+
+
+#: Settings fields that count things (integers >= 1; None where it means "from
+#: the budget"), and those that must be finite and > 0 or >= 0.
+_COUNTS = ("iterations", "inner_points", "batch_size", "bends", "steps", "max_steps",
+           "record_every", "cg_iterations", "inner_steps")
+_POSITIVE = ("learning_rate", "step_size", "tolerance", "beta")
+_NON_NEGATIVE = ("loss_weight", "damping")
+
+
+def check_settings(**settings) -> None:
+    """Raises ValueError naming the field (e.g. `relaxation.batch_size`) of any
+    settings tuple holding a count that is not an integer >= 1 or a rate that is
+    not finite and positive."""
+    for name, value in settings.items():
+        for field, v in value._asdict().items():
+            where = f"{name}.{field}"
+            if field in _COUNTS and v is not None and (
+                    isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
+                raise ValueError(f"{where} must be an integer >= 1, got {v!r}.")
+            if field in _POSITIVE + _NON_NEGATIVE and (
+                    isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v)
+                    or v < 0 or (field in _POSITIVE and v == 0)):
+                bound = "> 0" if field in _POSITIVE else ">= 0"
+                raise ValueError(f"{where} must be a finite number {bound}, got {v!r}.")
 
 
 def check_fixed_weights(model_a, model_b, names=("model_a", "model_b")) -> None:
