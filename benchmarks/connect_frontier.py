@@ -50,7 +50,8 @@ def define_flags():
     flags.DEFINE_string("image_folder", None, "Folder or .tar.gz for --dataset=image_folder.")
     flags.DEFINE_list("pairs", ["1:2", "3:4", "5:6"], "Endpoint pairs, seed_a:seed_b.")
     flags.DEFINE_integer("train_epochs", 20, "Epochs of each endpoint.")
-    flags.DEFINE_string("augment", "none", "Training augmentation of the endpoints.")
+    flags.DEFINE_string("augment", "auto", "Training augmentation of the endpoints (auto: crop_flip "
+                        "for 32x32 colour images, none otherwise).")
     flags.DEFINE_float("validation_fraction", 0.1, "Held-out part of the training split.")
     flags.DEFINE_integer("seed", 0, "Seed of the validation split and of every path.")
     flags.DEFINE_list("budgets", ["434", "867", "1994", "4335"],
@@ -161,16 +162,22 @@ def plot(path, rows, title: str) -> str:
     for target in sorted({r["target"] for r in rows}):
         for name, label in (("barrier", "test loss barrier"),
                             ("min_accuracy", "minimum test accuracy")):
-            series = {}
+            series, straight = {}, None
             for fam in sorted({r["family"] for r in rows}):
                 pts = sorted((v["ge"], v[name]) for (t, f, _), v in test.items()
                              if t == target and f == fam)
-                if fam == "straight":  # no compute: a floor across the budgets
-                    pts = [(span[0], pts[0][1]), (span[1], pts[0][1])] if pts else []
-                    fam = "straight (0 GE)"
-                if pts:
+                if fam == "straight":  # no compute: a level line across the budgets
+                    straight = pts[0][1] if pts else None
+                elif pts:
                     series[fam] = ([p[0] for p in pts], [p[1] for p in pts])
-            panels.append((f"{label}, A -> {target} (mean over pairs)", series))
+            ys = [y for _, values in series.values() for y in values]
+            caption = f"{label}, A -> {target}"
+            if straight is not None and ys and (
+                    min(ys) - (max(ys) - min(ys)) <= straight <= max(ys) + (max(ys) - min(ys))):
+                series["straight (0 GE)"] = ([span[0], span[1]], [straight, straight])
+            elif straight is not None:  # far off: it would flatten the others
+                caption += f"\n(straight line, 0 GE: {straight:.4g}, off the axis)"
+            panels.append((caption, series))
     return plotting.panel_plot(path, panels, xlabel="gradient-equivalents per path (log scale)",
                                title=title, xlog=True)
 
