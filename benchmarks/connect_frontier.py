@@ -36,9 +36,6 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-#: The curves train on the task loss; the geodesic relaxes its energy; the
-#: straight line costs nothing (drawn as a floor across the budgets).
-TRAINED = ("geodesic", "bezier", "polychain")
 
 
 def define_flags():

@@ -2,37 +2,22 @@
 iterations, steps and gradient-equivalents for the same budget), and its
 table averages over the pairs that ran a configuration (issue: the connect
 frontier)."""
-import importlib.util
-import os
-
 import keras
 import pytest
 
-from tests.runner_process import ROOT
+from tests.benchmarks import load_script
+from tests.connect import trained_pair
 from tfgeo.connect import path_finding
 from tfgeo.experiments import config as config_lib
 from tfgeo.experiments import connect_experiment as study
 from tfgeo.experiments import data
-from tfgeo.models import registry
 from tfgeo import weights as weights_lib
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "connect_frontier", os.path.join(ROOT, "benchmarks", "connect_frontier.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_frontier_counts_as_the_runner_does(tmp_path):
     ds = data.load("digits")
     files = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        m = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(16,))
-        m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        m.fit(ds.train.x, ds.train.y, epochs=2, batch_size=64, verbose=0)
+    for seed, m in zip((1, 2), trained_pair(ds)):
         files.append(str(tmp_path / f"end{seed}.keras"))
         m.save(files[-1])
     iterations = 12
@@ -42,7 +27,7 @@ def test_the_frontier_counts_as_the_runner_does(tmp_path):
         model_a=files[0], model_b=files[1], methods=("geodesic", "bezier", "straight"),
         relax_iterations=iterations, curve_converged_steps=0, align=False, eval_points=5)
     runner = study.run(config).payload["paths"]
-    frontier = _module()
+    frontier = load_script("connect_frontier")
     model_a, model_b = (keras.models.load_model(f) for f in files)
     a, b = weights_lib.get_trainable(model_a), weights_lib.get_trainable(model_b)
     for method, label in (("geodesic", "geodesic A->B"), ("bezier", "bezier A->B (equal)"),
@@ -60,7 +45,7 @@ def test_the_frontier_counts_as_the_runner_does(tmp_path):
 
 
 def test_the_summary_is_over_the_pairs_that_ran_it():
-    frontier = _module()
+    frontier = load_script("connect_frontier")
     rows = [{"pair": p, "target": "B", "family": f, "budget": bud, "gradient_equivalents": ge,
              "test_barrier": tb, "test_min_accuracy": acc}
             for p, f, bud, ge, tb, acc in [

@@ -1,18 +1,8 @@
 """benchmarks/frontier_seeds.py: the mean and range over seeds of the
 configurations every seed's rows hold, and nothing else."""
-import importlib.util
 import json
-import os
 
-from tests.runner_process import ROOT
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "frontier_seeds", os.path.join(ROOT, "benchmarks", "frontier_seeds.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks import load_script
 
 
 def _rows(path, rows):
@@ -24,7 +14,7 @@ def _rows(path, rows):
 
 
 def test_the_table_averages_the_configurations_every_seed_ran(tmp_path):
-    seeds = _module()
+    seeds = load_script("frontier_seeds")
     a = _rows(tmp_path / "a.json", [("distill", 0.9, 0.97, 0.96, 100.0),
                                     ("geodesic", 0.9, 0.95, 0.94, 300.0),
                                     ("only_here", 0.9, 0.5, 0.5, 1.0)])

@@ -2,26 +2,18 @@
 steps nearest the budget, so its gradient-equivalents equal the budget to
 within half of one iteration's (one step's) cost, and an explicit count
 overrides the budget."""
-import keras
 import numpy as np
 import pytest
 
+from tests.connect import trained_pair
 from tfgeo.connect import path_finding
 from tfgeo.experiments import data
-from tfgeo.models import registry
 
 
 @pytest.fixture(scope="module")
 def endpoints():
     ds = data.load_digits(flat=True)
-    nets = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        m = registry.get("mlp", ds.input_shape, ds.num_classes, hidden=(16,))
-        m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        m.fit(ds.train.x, ds.train.y, epochs=2, batch_size=64, verbose=0)
-        nets.append(m)
-    return nets, ds.train
+    return trained_pair(ds), ds.train
 
 
 def test_the_default_budget_buys_the_default_iterations():
