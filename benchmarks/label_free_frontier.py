@@ -35,8 +35,13 @@ from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "lenet_300_100", "Zoo network (when trained here).")
+flags.DEFINE_float("width", 1.0, "Channel-width multiplier (VGG models, when trained here).")
+flags.DEFINE_string("vgg_init", "glorot_uniform", "Kernel initialisation of VGG models.")
 flags.DEFINE_string("dataset", "mnist", "Dataset.")
 flags.DEFINE_string("manual_dir", "../shared/data/mnist", "Original dataset files for tfds.")
+flags.DEFINE_string("image_folder", None, "Folder or .tar.gz for --dataset=image_folder.")
+flags.DEFINE_string("augment", "auto", "Training augmentation of the start network (auto: "
+                    "crop_flip for 32x32 colour images, none otherwise).")
 flags.DEFINE_string("start_model", None, "A trained .keras start network (else trained here).")
 flags.DEFINE_integer("train_epochs", 20, "Epochs of the start network when trained here.")
 flags.DEFINE_list("sparsities", ["0.9", "0.95", "0.98"], "The schedule.")
@@ -59,6 +64,7 @@ flags.DEFINE_list("preludes", ["250:3e-3"], "steps:rate of the short distillatio
 flags.DEFINE_integer("batch_size", 256, "The gradient-equivalents' batch, distillation's batch.")
 flags.DEFINE_bool("graph", False, "Graph mode instead of XLA (conv nets on CPU).")
 flags.DEFINE_string("output", "runs/frontier/frontier.json", "Rows (JSON); the plot beside it.")
+flags.DEFINE_float("plot_floor", 0.9, "Lowest accuracy the plot shows (points below are clipped).")
 
 
 def configurations():
@@ -157,23 +163,28 @@ def main(_):
     from tfgeo import classification
     from tfgeo.experiments import config as config_lib
     from tfgeo.experiments import data
+    from tfgeo.experiments import networks
     from tfgeo.experiments import plotting
     from tfgeo.experiments import sparsify_experiment as study
     from tfgeo.experiments import training
-    from tfgeo.models import registry
 
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     ds, train, val = data.load_splits(config_lib.DataConfig(
-        dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir,
+        dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir, image_folder=FLAGS.image_folder,
         validation_fraction=FLAGS.validation_fraction), FLAGS.seed)
     if FLAGS.start_model:
         start = keras.models.load_model(FLAGS.start_model)
     else:
         keras.utils.set_random_seed(FLAGS.seed)
-        start = registry.get(FLAGS.model, ds.input_shape, ds.num_classes)
+        start = networks.build(config_lib.NetworkConfig(
+            model=FLAGS.model, width=FLAGS.width, vgg_init=FLAGS.vgg_init),
+            ds.input_shape, ds.num_classes)
+        began = time.time()
         training.train_classifier(start, train, val, epochs=FLAGS.train_epochs, batch_size=128,
                                   learning_rate=1e-3, lr_schedule="cosine", seed=FLAGS.seed,
-                                  jit_compile=not FLAGS.graph, verbose=2)
+                                  jit_compile=not FLAGS.graph, verbose=2, augment=FLAGS.augment)
+        print(f"start network: {start.count_params():,} weights, trained in "
+              f"{time.time() - began:.0f} s", flush=True)
         start.save(os.path.splitext(FLAGS.output)[0] + "_start.keras")
     dense = start.get_weights()
     calibration = study.calibration_set(train, FLAGS.calibration_size, FLAGS.seed)
@@ -223,7 +234,7 @@ def main(_):
     plot = os.path.splitext(FLAGS.output)[0] + ".png"
     plotting.panel_plot(plot, panels, xlabel="gradient-equivalents (cumulative, log scale)",
                         title=f"label-free frontier, {FLAGS.model} on {FLAGS.dataset}",
-                        xlog=True, ylow=0.9)
+                        xlog=True, ylow=FLAGS.plot_floor)
     print(f"wrote {FLAGS.output} and {plot}")
     del np
 
