@@ -123,16 +123,18 @@ class SparsifyConfig:
                                 "on the validation split).", choices=MASKS)
     distill_mask: str = option("magnitude_dense", "Mask choice of label-free distillation "
                                "(as --layerwise_mask).", choices=MASKS)
-    distill_steps: int = option(4000, "Masked Adam steps of label-free distillation per stage "
+    distill_steps: int = option(staged_pruning.Distillation().steps,
+                                "Masked Adam steps of label-free distillation per stage "
                                 "(batches of --batch_size calibration inputs).", lower=0,
                                 upper=10_000_000)
-    distill_learning_rate: float = option(1e-2, "Adam rate of label-free distillation "
+    distill_learning_rate: float = option(staged_pruning.Distillation().learning_rate,
+                                          "Adam rate of label-free distillation "
                                           "(chosen on validation: the label-free frontier).",
                                           lower=0.0, lower_open=True, upper=10.0)
     distill_start: str = option("mask", "Start of label-free distillation: mask, layerwise or "
                                 "closer (as --projection_start).",
                                 choices=("mask", "layerwise", "closer"))
-    distill_schedule: str = option("cosine", "Rate schedule of label-free distillation within "
+    distill_schedule: str = option(staged_pruning.Distillation().schedule, "Rate schedule of label-free distillation within "
                                    "a stage: constant, or cosine decay to 0.",
                                    choices=("constant", "cosine"))
     projection_steps: int = option(10, "Gauss-Newton steps of the geodesic projection per "

@@ -111,6 +111,16 @@ def test_distill_defaults_are_prunes():
         assert defaults[field] == value, field
 
 
+def test_the_runners_distillation_defaults_are_prunes():
+    from tfgeo.experiments import sparsify_experiment
+
+    runner = sparsify_experiment.SparsifyConfig()
+    ours = staged_pruning.Distillation()
+    assert (runner.distill_steps, runner.batch_size, runner.distill_learning_rate,
+            runner.distill_schedule) == (ours.steps, ours.batch_size, ours.learning_rate,
+                                         ours.schedule)
+
+
 def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():
     settings = staged_pruning.Distillation(steps=40, batch_size=64, learning_rate=3e-3)
     got = {}

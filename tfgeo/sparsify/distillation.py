@@ -38,7 +38,7 @@ SCHEDULES = ("constant", "cosine")
 
 
 def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int = 256,
-            learning_rate: float = 1e-2, schedule: str = "cosine", layers=None,
+            learning_rate: float = 3e-3, schedule: str = "cosine", layers=None,
             output_metric="fisher", logits_weight: float = 1.0, start=None, seed: int = 0,
             jit_compile: bool = False, chunk_size: int = 512, reference_weights=None) -> dict:
     """Masked Adam on D, starting from `start` (default m w0; w0 the model's
