@@ -24,6 +24,45 @@ if _os.path.basename(getattr(_sys, "argv", [""])[0] or "").startswith("tfgeo-"):
     # imported, which runners/__init__.py would be too late for; see there.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _import_tensorflow_at_log_level() -> None:
+    """Imports TensorFlow with its C++ start-up lines held to TF_CPP_MIN_LOG_LEVEL.
+
+    TensorFlow 2.21 logs some lines before absl's logging is initialised (the
+    "oneDNN custom operations are on" notice on CPUs where oneDNN is on by
+    default), and those ignore the level; its stderr during the import is
+    captured and replayed without the lines the level filters out."""
+    import re
+    import tempfile
+
+    try:
+        level = int(_os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return
+    if level < 1 or "tensorflow" in _sys.modules:
+        return
+    hidden = "IWE"[:min(level, 3)]
+    line = re.compile(rf"^[{hidden}]\d{{4}} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+                      r"|^WARNING: All log messages before absl::InitializeLog\(\) is called")
+    _sys.stderr.flush()
+    saved = _os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        _os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            _sys.stderr.flush()
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            captured.seek(0)
+            kept = [t for t in captured.read().decode(errors="replace").splitlines(True)
+                    if not line.match(t)]
+            _sys.stderr.write("".join(kept))
+            _sys.stderr.flush()
+
+
+_import_tensorflow_at_log_level()
+
 from tfgeo import batching
 from tfgeo import callbacks
 from tfgeo import classification

@@ -98,10 +98,12 @@ def test_sparsify_on_two_workers_equals_one_process(tmp_path):
             assert got[key]["measured_sparsity"] == r["measured_sparsity"]
             # float32 sums over two shards instead of one, amplified by the
             # Gauss-Newton steps at 80 %: measured 2 of 270 validation images
-            # (7.4e-3); the distance each method minimises within 2 %.
+            # (7.4e-3); the distance each method minimises within 10 % (measured
+            # 2 % on earlier CPUs, 3.3 % for the geodesic's 3e-4 at 80 % on a CPU
+            # where oneDNN is on by default: its sums round otherwise).
             if "functional_distance" in r:
                 assert got[key]["functional_distance"] == pytest.approx(
-                    r["functional_distance"], rel=2e-2, abs=1e-6), key
+                    r["functional_distance"], rel=1e-1, abs=1e-6), key
             for split in ("validation_accuracy", "test_accuracy"):
                 if split in r:
                     assert got[key][split] == pytest.approx(r[split], abs=1.5e-2), (key, split)
