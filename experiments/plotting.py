@@ -1,6 +1,8 @@
 """PNG plots of results (matplotlib, headless)."""
 from __future__ import annotations
 
+import math
+
 from . import results
 
 
@@ -77,6 +79,21 @@ def matrix_plot(path, matrices: dict, xlabel: str, ylabel: str, title: str = "",
     return _save(fig, path)
 
 
+def _plain_log_ticks(ax, xs) -> None:
+    """Labels a log x axis with plain numbers (1,000, 2,000, 5,000) and no
+    minor labels: matplotlib's default labels every minor tick when the data
+    span less than a decade, and 3x10^3 and 4x10^3 overlap."""
+    from matplotlib import ticker
+
+    xs = [x for x in xs if x > 0]
+    decades = math.log10(max(xs) / min(xs)) if xs else 0.0
+    subs = (tuple(range(1, 10)) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 2.5
+            else (1.0,))
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = False,
                ylow: float | None = None) -> str:
     """Writes a PNG with one panel per (ylabel, {label: (xs, ys)}) in `panels`,
@@ -94,6 +111,7 @@ def panel_plot(path, panels: list, xlabel: str, title: str = "", xlog: bool = Fa
             ax.plot(xs, ys, marker="o", markersize=2 if not xlog else 4, label=label)
         if xlog:
             ax.set_xscale("log")
+            _plain_log_ticks(ax, [x for xs, _ in series.values() for x in xs])
         if ylow is not None:
             ax.set_ylim(bottom=ylow)
         ax.set_xlabel(xlabel)
