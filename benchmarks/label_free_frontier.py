@@ -19,7 +19,7 @@ log x axis, a panel per sparsity, a line per method).
 
 Without --start_model the start network is trained here (Adam, cosine decay,
 --train_epochs) on the training split less the validation fraction, and
-saved next to --output.
+saved next to --output; a rerun with the same --output loads it from there.
 """
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ flags.DEFINE_list("curvature_sizes", ["0", "2048"], "Curvature subsets of the pr
 flags.DEFINE_list("cg_tolerances", ["0.1"], "CG relative residuals of the projection.")
 flags.DEFINE_integer("cg_iterations", 50, "Most CG iterations per solve.")
 flags.DEFINE_list("distill_steps", ["250", "1000", "4000"], "Distillation steps per stage.")
-flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam rates.")
+flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam rates; "
+                  "'1e-2+3e-3' lets each stage's probes choose among the candidates.")
+flags.DEFINE_integer("probe_steps", 0, "Steps of each rate probe (candidate rates only; "
+                     "0: an eighth of the steps, the library's default).")
 flags.DEFINE_list("distill_metrics", ["fisher"], "Output metrics of distillation's distance "
                   "(fisher: KL; euclidean: squared logit error).")
 flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation "
@@ -85,9 +88,11 @@ def configurations():
         if start == "distill":
             continue
         for steps in map(int, FLAGS.distill_steps):
-            for rate in map(float, FLAGS.distill_rates):
+            for text in FLAGS.distill_rates:
+                rate = tuple(map(float, text.split("+"))) if "+" in text else float(text)
+                label = "+".join(f"{r:g}" for r in rate) if "+" in text else f"{rate:g}"
                 for metric in FLAGS.distill_metrics:
-                    out.append((f"distill/{start}/steps={steps}/lr={rate:g}/{metric}", "distill",
+                    out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}", "distill",
                                 {"start": start, "output_metric": metric,
                                  "distill": (steps, rate)}))
     return out
@@ -117,7 +122,7 @@ def frontier(rows, sparsity: float, split: str = "validation"):
 
 def run_point(model, dense, calibration, stages, name: str, method: str, kw: dict, splits: dict,
               *, cg_iterations: int = 50, batch_size: int = 256, seed: int = 0,
-              jit_compile: bool = True) -> list[dict]:
+              jit_compile: bool = True, probe_steps: int | None = None) -> list[dict]:
     """One configuration: `tfgeo.sparsify.prune` through every stage from the
     dense weights; one row per stage with its own and the cumulative
     gradient-equivalents (prune's accounting, the runner's) and the accuracy
@@ -144,6 +149,9 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
              "stage_gradient_equivalents": row["gradient_equivalents"],
              "gradient_equivalents": totals["gradient_equivalents"],
              "seconds": totals["seconds"]}
+        if "learning_rate" in row:  # chosen by the rate probes
+            r["learning_rate"], r["rate_distances"] = row["learning_rate"], {
+                f"{k:g}": v for k, v in row["rate_distances"].items()}
         for split, data in splits.items():
             r[f"{split}_accuracy"] = classification.evaluate_classifier(
                 model, data.x, data.y)["accuracy"]
@@ -151,7 +159,8 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
 
     staged_pruning.prune(
         model, calibration, stages, method=method, solver=solver,
-        distillation_settings=staged_pruning.Distillation(steps, batch_size, rate),
+        distillation_settings=staged_pruning.Distillation(steps, batch_size, rate,
+                                                          probe_steps=probe_steps),
         batch_size=batch_size, seed=seed, verbose=0, on_stage=on_stage, **kw)
     return rows
 
@@ -172,8 +181,12 @@ def main(_):
     ds, train, val = data.load_splits(config_lib.DataConfig(
         dataset=FLAGS.dataset, manual_dir=FLAGS.manual_dir, image_folder=FLAGS.image_folder,
         validation_fraction=FLAGS.validation_fraction), FLAGS.seed)
-    if FLAGS.start_model:
-        start = keras.models.load_model(FLAGS.start_model)
+    saved = os.path.splitext(FLAGS.output)[0] + "_start.keras"
+    if FLAGS.start_model or os.path.exists(saved):
+        # A rerun (resuming, or adding configurations) keeps the start network its rows
+        # came from: retraining it is not bit-reproducible under every compile mode.
+        start = keras.models.load_model(FLAGS.start_model or saved)
+        print(f"start network: {FLAGS.start_model or saved}", flush=True)
     else:
         keras.utils.set_random_seed(FLAGS.seed)
         start = networks.build(config_lib.NetworkConfig(
@@ -185,7 +198,7 @@ def main(_):
                                   jit_compile=not FLAGS.graph, verbose=2, augment=FLAGS.augment)
         print(f"start network: {start.count_params():,} weights, trained in "
               f"{time.time() - began:.0f} s", flush=True)
-        start.save(os.path.splitext(FLAGS.output)[0] + "_start.keras")
+        start.save(saved)
     dense = start.get_weights()
     calibration = study.calibration_set(train, FLAGS.calibration_size, FLAGS.seed)
     stages = [float(s) for s in FLAGS.sparsities]
@@ -209,11 +222,13 @@ def main(_):
         point_rows = run_point(start, dense, calibration, stages, name, method, kw,
                                {"validation": val, "test": ds.test},
                                cg_iterations=FLAGS.cg_iterations, batch_size=FLAGS.batch_size,
-                               seed=FLAGS.seed, jit_compile=not FLAGS.graph)
+                               seed=FLAGS.seed, jit_compile=not FLAGS.graph,
+                               probe_steps=FLAGS.probe_steps or None)
         rows.extend(point_rows)
         print(f"{name}: " + ", ".join(
             f"{100 * r['sparsity']:g}% val {r['validation_accuracy']:.4f} test "
-            f"{r['test_accuracy']:.4f} ({r['gradient_equivalents']:.0f} GE)"
+            f"{r['test_accuracy']:.4f} ({r['gradient_equivalents']:.0f} GE"
+            + (f", lr {r['learning_rate']:g}" if "learning_rate" in r else "") + ")"
             for r in point_rows) + f" [{time.time() - began:.0f} s]", flush=True)
         with open(FLAGS.output + ".tmp", "w") as f:
             json.dump({"flags": FLAGS.flag_values_dict(), "rows": [base] + rows}, f, indent=1)

@@ -131,11 +131,16 @@ class SparsifyConfig:
                                 "Masked Adam steps of label-free distillation per stage "
                                 "(batches of --batch_size calibration inputs).", lower=0,
                                 upper=10_000_000)
-    distill_learning_rate: float = option(DISTILLATION.learning_rate,
-                                          "Adam rate of label-free distillation (the rate "
-                                          "that holds on every network of the label-free "
-                                          "frontiers; 1e-2 is better on small MNIST nets).",
-                                          lower=0.0, lower_open=True, upper=10.0)
+    distill_learning_rate: tuple = option(
+        staged_pruning.rate_candidates(DISTILLATION.learning_rate),
+        "Adam rate of label-free distillation, or several candidates: then each stage's "
+        "probes (--distill_probe_steps at each rate) keep the one nearest the dense "
+        "network's function on held-out calibration inputs, no labels.",
+        element=float, lower=0.0, lower_open=True, upper=10.0, nonempty=True, unique=True)
+    distill_probe_steps: int = option(DISTILLATION.probe_steps or 0, "Steps of each rate "
+                                      "probe (with several --distill_learning_rate; 0: an "
+                                      "eighth of --distill_steps).", lower=0,
+                                      upper=10_000_000)
     distill_start: str = option("mask", "Start of label-free distillation: mask, layerwise or "
                                 "closer (as --projection_start).",
                                 choices=("mask", "layerwise", "closer"))
@@ -294,8 +299,10 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
                                  jit_compile=stage.jit,
                                  curvature_size=config.projection_curvature_size),
         distillation_settings=staged_pruning.Distillation(
-            config.distill_steps, config.batch_size, config.distill_learning_rate,
-            config.distill_schedule),
+            config.distill_steps, config.batch_size,
+            config.distill_learning_rate[0] if len(config.distill_learning_rate) == 1
+            else tuple(config.distill_learning_rate), config.distill_schedule,
+            config.distill_probe_steps or None),
         reference=stage.dense if reference is None else reference, allocation=stage.dense,
         batch_size=config.batch_size, seed=None, verbose=0)
     result, = report.stages

@@ -21,8 +21,8 @@ def test_shortened_mnist_run(tmp_path):
                 f"--manual_dir={MNIST}", "--train_examples=6000", "--train_epochs=5",
                 "--sparsities=0.8,0.95", "--calibration_size=512", "--projection_steps=3",
                 "--cg_iterations=50", "--cg_tolerance=0.01", "--label_budget=200",
-                "--distill_steps=100",
-                f"--tensorboard_dir={logs}")
+                "--distill_steps=100", "--distill_learning_rate=1e-2,3e-3",
+                "--distill_probe_steps=20", f"--tensorboard_dir={logs}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "results.json")) as f:
         res = json.load(f)
@@ -44,6 +44,12 @@ def test_shortened_mnist_run(tmp_path):
         assert rows[(stage, "gradual")]["gradient_equivalents"] == 200
         hybrid = rows[(stage, "geodesic_finetune")]
         assert hybrid["gradient_equivalents"] <= 200 + 1 or hybrid["over_budget"]
+    # Two candidate rates: each stage's probes chose one, by its held-out distance.
+    for stage in (1, 2):
+        row = rows[(stage, "distill")]
+        assert set(row["rate_distances"]) == {"0.01", "0.003"}, row
+        chosen = min(row["rate_distances"], key=row["rate_distances"].get)
+        assert row["learning_rate"] == pytest.approx(float(chosen))
     # The label-free methods beat one-shot pruning at 95%.
     for method in ("layerwise", "geodesic"):
         assert rows[(2, method)]["test_accuracy"] > rows[(2, "one_shot")]["test_accuracy"] + 0.05
@@ -67,6 +73,8 @@ BAD_FLAGS = [
     (["--stages=0"], "--stages"),
     (["--start_model=/nonexistent.keras"], "--start_model"),
     (["--model=vgg11"], "--model=vgg11"),
+    (["--distill_learning_rate=1e-2,0"], "--distill_learning_rate"),
+    (["--distill_probe_steps=-1"], "--distill_probe_steps"),
 ]
 outcomes = case_outcomes("runners.sparsify", BAD_FLAGS)
 

@@ -108,7 +108,10 @@ def test_distill_defaults_are_prunes():
 
     defaults = {k: p.default for k, p in inspect.signature(distillation.distill).parameters.items()}
     for field, value in staged_pruning.Distillation()._asdict().items():
-        assert defaults[field] == value, field
+        if field == "learning_rate":  # prune probes candidates; distill takes the safe one
+            assert defaults[field] == min(staged_pruning.rate_candidates(value))
+        elif field != "probe_steps":  # prune's, not distill's
+            assert defaults[field] == value, field
 
 
 def test_the_runners_distillation_defaults_are_prunes():
@@ -117,8 +120,82 @@ def test_the_runners_distillation_defaults_are_prunes():
     runner = sparsify_experiment.SparsifyConfig()
     ours = staged_pruning.Distillation()
     assert (runner.distill_steps, runner.batch_size, runner.distill_learning_rate,
-            runner.distill_schedule) == (ours.steps, ours.batch_size, ours.learning_rate,
-                                         ours.schedule)
+            runner.distill_schedule, runner.distill_probe_steps) == (
+        ours.steps, ours.batch_size, staged_pruning.rate_candidates(ours.learning_rate),
+        ours.schedule, ours.probe_steps or 0)
+
+
+def test_rate_probes_keep_the_rate_nearest_the_reference_on_held_out_inputs_and_pay_for_it():
+    # Candidates far apart: 3e-3 distils; 30 throws Adam far off (its D is many times
+    # larger), so the choice holds on any CPU. Each stage's run at the chosen rate is the
+    # same run as a call given that rate alone; the probes are counted on top.
+    candidates, steps, probe, batch = (30.0, 3e-3), 40, 15, 32
+    net, x = _net()
+    dense = weights_lib.get_trainable(net)
+    chosen = staged_pruning.prune(
+        net, x, [0.5, 0.7], method="distill", verbose=0, batch_size=256,
+        distillation_settings=staged_pruning.Distillation(steps, batch, candidates,
+                                                          probe_steps=probe))
+    net_single, _ = _net()
+    single = staged_pruning.prune(
+        net_single, x, [0.5, 0.7], method="distill", verbose=0, batch_size=256,
+        distillation_settings=staged_pruning.Distillation(steps, batch, 3e-3))
+    for row, alone in zip(chosen.stages, single.stages):
+        assert row["learning_rate"] == 3e-3
+        assert set(row["rate_distances"]) == set(candidates)
+        assert row["rate_distances"][30.0] > 3 * row["rate_distances"][3e-3], row
+        assert row["functional_distance"] == pytest.approx(alone["functional_distance"],
+                                                           rel=1e-4)
+        # The probes: `probe` steps on `batch` inputs per rate, their reference and final
+        # forward passes over the 224 inputs they fit, and two passes over the 32 held out
+        # (a forward pass is a third of a gradient).
+        held = round(staged_pruning.PROBE_HELD_OUT * len(x))
+        probes = len(candidates) * (probe * batch + (2 * (len(x) - held) + 2 * held) / 3) / 256
+        assert row["gradient_equivalents"] == pytest.approx(
+            alone["gradient_equivalents"] + probes, rel=1e-9)
+    np.testing.assert_allclose(np.concatenate([w.ravel() for w in weights_lib.get_trainable(net)]),
+                               np.concatenate([w.ravel() for w in weights_lib.get_trainable(
+                                   net_single)]), rtol=1e-4, atol=1e-5)
+    # The reference is the dense start in both calls.
+    assert not np.allclose(dense[0], weights_lib.get_trainable(net)[0])
+
+
+def test_the_probes_choose_by_their_held_out_distance_not_by_the_order_of_the_candidates():
+    got = []
+    for candidates in ((3e-3, 30.0), (30.0, 3e-3)):
+        net, x = _net()
+        row = staged_pruning.prune(
+            net, x, 0.6, method="distill", verbose=0, distillation_settings=staged_pruning.
+            Distillation(20, 32, candidates, probe_steps=10)).stages[0]
+        got.append((row["learning_rate"], row["rate_distances"]))
+    # The default probe is an eighth of the steps (at least one).
+    assert staged_pruning.Distillation().probe_length == staged_pruning.Distillation().steps // 8
+    assert staged_pruning.Distillation(steps=3).probe_length == 1
+    assert got[0][0] == got[1][0] == 3e-3
+    for rate in (3e-3, 30.0):
+        assert got[0][1][rate] == pytest.approx(got[1][1][rate], rel=1e-4)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (staged_pruning.Distillation(learning_rate=()), "at least one"),
+    (staged_pruning.Distillation(learning_rate=(1e-2, -1.0)), "learning_rate"),
+    (staged_pruning.Distillation(learning_rate=(1e-2, float("nan"))), "learning_rate"),
+    (staged_pruning.Distillation(learning_rate="fast"), "learning_rate"),
+    (staged_pruning.Distillation(probe_steps=0), "probe_steps"),
+    (staged_pruning.Distillation(steps=2.5), "steps"),
+    (staged_pruning.Distillation(steps=-1), "steps must be an integer >= 0"),
+    (staged_pruning.Distillation(batch_size=0), "batch_size"),
+    (staged_pruning.Distillation(schedule="linear"), "schedule"),
+    ((4000, 256, 3e-3), "Distillation"),
+])
+def test_bad_distillation_settings_are_refused_before_any_stage(settings, message):
+    net, x = _net()
+    before = weights_lib.get_trainable(net)
+    with pytest.raises(ValueError, match=message):
+        staged_pruning.prune(net, x, 0.5, method="distill", verbose=0,
+                             distillation_settings=settings)
+    for a, b in zip(before, weights_lib.get_trainable(net)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():
@@ -184,3 +261,28 @@ def test_a_softmax_output_is_refused():
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     with pytest.raises(ValueError, match="softmax"):
         staged_pruning.prune(net, np.zeros((8, 4), "float32"), 0.5, verbose=0)
+
+
+def test_a_staged_distillation_with_rate_probes_logs_no_retracing_warning():
+    # Each distill call traces its own step once; TensorFlow's counter (keyed by code
+    # object) warned "triggered tf.function retracing" from the fifth call on.
+    import logging
+
+    import tensorflow as tf
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    tf.get_logger().addHandler(handler)
+    try:
+        net, x = _net()
+        staged_pruning.prune(net, x, [0.5, 0.6, 0.7], method="distill", verbose=0,
+                             distillation_settings=staged_pruning.Distillation(
+                                 10, 32, (1e-2, 3e-3), probe_steps=5))
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in seen if "retracing" in m], seen

@@ -20,6 +20,7 @@ one forward pass over the N calibration inputs for the reference z_l(X; w0).
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -37,6 +38,21 @@ from tfgeo.sparsify import projection
 SCHEDULES = ("constant", "cosine")
 
 
+class _PerCallTracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning for
+    `distill`'s own functions. Each call builds its step and distance functions
+    (they close over that call's optimizer, masks and reference) and traces
+    each once; TensorFlow keys its retracing counter by code object, so a
+    staged `prune` (or its rate probes) reads to it as retracing."""
+
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        return not ("triggered tf.function retracing" in text and "distill.<locals>" in text)
+
+
+tf.get_logger().addFilter(_PerCallTracing())
+
+
 def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int = 256,
             learning_rate: float = 3e-3, schedule: str = "cosine", layers=None,
             output_metric="fisher", logits_weight: float = 1.0, start=None, seed: int = 0,
@@ -48,7 +64,8 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
     inputs: calibration inputs [N, ...] (an array or a dict of arrays), no labels.
     steps: Adam steps, each on `min(batch_size, N)` inputs drawn without
       replacement per epoch (shuffled by `seed`). The defaults (steps,
-      batch_size, learning_rate, schedule) are `prune`'s `Distillation()`.
+      batch_size, schedule) are `prune`'s `Distillation()`; the rate is the
+      smaller of its candidates (`prune` probes them; this call takes one).
     schedule: "constant" or "cosine" (decay to 0 over `steps`).
     layers: as `projection.gauss_newton_projection` (None: the outputs only;
       "hidden": every weighted layer's pre-activation too).
