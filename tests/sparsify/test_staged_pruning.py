@@ -176,6 +176,20 @@ def test_the_probes_choose_by_their_held_out_distance_not_by_the_order_of_the_ca
         assert got[0][1][rate] == pytest.approx(got[1][1][rate], rel=1e-4)
 
 
+def test_one_calibration_input_distils_at_the_smallest_candidate_without_probes():
+    got = []
+    for rate in ((1e-2, 3e-3), 3e-3):
+        net, x = _net()
+        row = staged_pruning.prune(net, x[:1], 0.5, method="distill", verbose=0,
+                                   distillation_settings=staged_pruning.Distillation(
+                                       5, 32, rate)).stages[0]
+        got.append((row, weights_lib.get_trainable(net)))
+    assert "learning_rate" not in got[0][0]
+    assert got[0][0]["gradient_equivalents"] == pytest.approx(got[1][0]["gradient_equivalents"])
+    for a, b in zip(got[0][1], got[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("settings, message", [
     (staged_pruning.Distillation(learning_rate=()), "at least one"),
     (staged_pruning.Distillation(learning_rate=(1e-2, -1.0)), "learning_rate"),

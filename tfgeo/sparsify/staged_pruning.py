@@ -348,6 +348,10 @@ def _distill(model, masks, inputs, reference, start, names, output_metric, logit
     rates, the rate chosen by `_probe_rates` first."""
     rates = rate_candidates(distill.learning_rate)
     probes = None
+    if len(rates) > 1 and batching.num_examples(inputs) < 2:
+        # Nothing to hold out: the smallest candidate, the one that never failed.
+        logging.warning("One calibration input: no rate probes, distilling at %g.", min(rates))
+        rates = (min(rates),)
     if len(rates) > 1:
         probes = _probe_rates(model, masks, inputs, reference, start, names, output_metric,
                               logits_weight, solver, distill, rates, seed)
@@ -457,9 +461,6 @@ def _check_distillation(settings, method, start, inputs) -> None:
                         or not math.isfinite(r) or r <= 0 for r in rates):
         raise ValueError(f"Distillation.learning_rate must be finite rates > 0 (at least "
                          f"one), got {settings.learning_rate!r}.")
-    if len(rates) > 1 and batching.num_examples(inputs) < 2:
-        raise ValueError("choosing among several distillation rates holds out part of the "
-                         "inputs: give at least 2.")
     if settings.schedule not in distillation.SCHEDULES:
         raise ValueError(f"Distillation.schedule must be one of {distillation.SCHEDULES}, "
                          f"got {settings.schedule!r}.")
