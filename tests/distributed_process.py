@@ -61,7 +61,7 @@ def label_free(strategy, output):
         info.update(worker_share=list(distribute.worker_share()))
         report = staged_pruning.prune(
             net, x, [0.5, 0.7], method="distill", verbose=0, batch_size=32,
-            distillation_settings=staged_pruning.Distillation(30, 32, 3e-3))
+            distillation_settings=staged_pruning.Distillation(30, 32, (1e-2, 3e-3), probe_steps=10))
         arrays += [w.numpy() for w in net.trainable_variables]
         info.update(distill_distance=report.stages[-1]["functional_distance"],
                     distill_steps=sum(s["steps"] for s in report.stages),

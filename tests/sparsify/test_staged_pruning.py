@@ -97,7 +97,7 @@ def test_distillation_minimises_the_projections_distance_and_counts_its_budget()
     net, x = _net()
     report = staged_pruning.prune(net, x, 0.6, method="distill", verbose=0,
                                   distillation_settings=staged_pruning.Distillation(
-                                      steps=37, batch_size=32))
+                                      steps=37, batch_size=32, learning_rate=3e-3))
     assert report.stages[0]["steps"] == 37
     assert report.stages[0]["gradient_equivalents"] == pytest.approx(
         37 * 32 / 256 + 2 * (1 / 3) * 256 / 256)
@@ -149,7 +149,8 @@ def test_rate_probes_keep_the_rate_nearest_the_reference_on_held_out_inputs_and_
         # The probes: `probe` steps on `batch` inputs per rate, their reference and final
         # forward passes over the 224 inputs they fit, and two passes over the 32 held out
         # (a forward pass is a third of a gradient).
-        held = round(staged_pruning.PROBE_HELD_OUT * len(x))
+        held = staged_pruning.probe_held_out(len(x))
+        assert held == 32
         probes = len(candidates) * (probe * batch + (2 * (len(x) - held) + 2 * held) / 3) / 256
         assert row["gradient_equivalents"] == pytest.approx(
             alone["gradient_equivalents"] + probes, rel=1e-9)
@@ -168,6 +169,9 @@ def test_the_probes_choose_by_their_held_out_distance_not_by_the_order_of_the_ca
             net, x, 0.6, method="distill", verbose=0, distillation_settings=staged_pruning.
             Distillation(20, 32, candidates, probe_steps=10)).stages[0]
         got.append((row["learning_rate"], row["rate_distances"]))
+    # An eighth held out, in multiples of 8 (so it splits over 2, 4 or 8 replicas).
+    for n, held in ((2, 1), (16, 2), (97, 16), (256, 32), (1400, 176), (8192, 1024)):
+        assert staged_pruning.probe_held_out(n) == held, n
     # The default probe is an eighth of the steps (at least one).
     assert staged_pruning.Distillation().probe_length == staged_pruning.Distillation().steps // 8
     assert staged_pruning.Distillation(steps=3).probe_length == 1

@@ -87,6 +87,18 @@ class Distillation(NamedTuple):
 PROBE_HELD_OUT = 0.125
 
 
+def probe_held_out(n: int) -> int:
+    """How many of `n` calibration inputs the rate probes hold out: about
+    `PROBE_HELD_OUT` of them, in multiples of 8 beyond 16 inputs. Under a
+    strategy of R replicas (R = 1, 2, 4 or 8) the probes then fit on a
+    multiple of R whenever n is one, as distillation's batch must be when
+    the inputs are fewer than it; and the split is the same on any number of
+    replicas, so a replicated call equals a single-device one."""
+    if n > 16:
+        return min(8 * max(1, int(round(PROBE_HELD_OUT * n / 8))), n - 8)
+    return min(max(1, int(round(PROBE_HELD_OUT * n))), n - 1)
+
+
 class PruneReport:
     """What `prune` did: one dict per stage and the last stage's masks.
 
@@ -375,13 +387,13 @@ def rate_candidates(learning_rate) -> tuple[float, ...]:
 
 def _probe_rates(model, masks, inputs, reference, start, names, output_metric, logits_weight,
                  solver, distill, rates, seed) -> dict:
-    """Distils `distill.probe_length` steps at each rate on the inputs less a
-    held-out `PROBE_HELD_OUT` (a seeded draw), measures D to the reference on
+    """Distils `distill.probe_length` steps at each rate on the inputs less
+    `probe_held_out(n)` held out (a seeded draw), measures D to the reference on
     the held-out inputs, and returns {"learning_rate" (the smallest D's; a
     diverged probe's D counts as infinite), "distances" [per rate],
     "reports" [each probe's distill report], "held_out" (inputs)}."""
     n = batching.num_examples(inputs)
-    held = min(max(1, int(round(PROBE_HELD_OUT * n))), n - 1)
+    held = probe_held_out(n)
     order = np.random.default_rng(seed).permutation(n)
     take = lambda rows: tf.nest.map_structure(lambda a: np.asarray(a)[rows], inputs)  # noqa: E731
     fit, held_out = take(np.sort(order[held:])), take(np.sort(order[:held]))
