@@ -37,7 +37,8 @@ _, train, validation = data.load_run_splits(config.data, 0)
 calibration = study.calibration_set(train, 256, 0)
 model = keras.saving.load_model(start_path)
 points = {}
-for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, 1e-3)})):
+# distill: the runner's default rate candidates, so both count the rate probes.
+for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, (1e-2, 3e-3))})):
     points[method] = frontier.run_point(model, model.get_weights(), calibration, [0.5, 0.8],
                                         method, method, kw, {"validation": validation})
 print(json.dumps({"runner": runner, "frontier": points}))
@@ -60,6 +61,9 @@ def test_the_frontier_counts_gradient_equivalents_as_the_runner_does(tmp_path):
                                                                      rel=1e-9), method
         assert points[-1]["gradient_equivalents"] == pytest.approx(
             sum(r["gradient_equivalents"] for r in runner), rel=1e-9)
+    # Both chose the distillation's rate by the probes, and record it.
+    assert all("learning_rate" in p for p in got["frontier"]["distill"])
+    assert all("learning_rate" in r for r in got["runner"] if r["method"] == "distill")
     # The projection has no randomness: the same networks, the same distances.
     for r, p in zip([r for r in got["runner"] if r["method"] == "geodesic"],
                     got["frontier"]["geodesic"]):
