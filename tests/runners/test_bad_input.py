@@ -239,8 +239,11 @@ common.runner(Config, run)()
 def test_an_interrupt_swallowed_or_replaced_on_the_way_out_still_ends_in_one_line(tmp_path):
     # The full suite twice printed a traceback on Ctrl-C (test_ctrl_c_ends_with_one_line,
     # 2026-12-02 and 12-04; never alone): these are the two ways it can.
+    # A terminal's SIGINT disposition, as above: a suite started in the background
+    # (`cmd &`, nohup) passes SIGINT on ignored, and the raised signals were lost.
     proc = subprocess.run([sys.executable, "-c", _INTERRUPTS, str(tmp_path / "out")], cwd=ROOT,
-                          env=runner_env(), capture_output=True, text=True, timeout=300)
+                          env=runner_env(), capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.split() == ["delivered", "again"], proc.stdout + proc.stderr[-3000:]
     assert proc.returncode != 0
     assert "Interrupted; rerun with the same flags" in proc.stderr, proc.stderr[-3000:]
