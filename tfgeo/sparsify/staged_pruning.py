@@ -180,7 +180,7 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
     """
     stages = _check(model, inputs, sparsity, method, mask, start, layers, output_metric, steps,
                     batch_size, verbose)
-    _check_distillation(distillation_settings, method, start, inputs)
+    _check_distillation(distillation_settings, method, start)
     reference = weights_lib.get_trainable(model) if reference is None else [
         np.asarray(w) for w in reference]
     weights_lib.check_vector(model, reference)
@@ -347,8 +347,7 @@ def _recover(method, model, masks, inputs, reference, current, start, steps, nam
         row["cg_iterations"] = report["cg_iterations"]
     elif "probes" in report:  # the rate the held-out probes chose, and their distances
         row["learning_rate"] = report["probes"]["learning_rate"]
-        row["rate_distances"] = dict(zip(rate_candidates(distill.learning_rate),
-                                         report["probes"]["distances"]))
+        row["rate_distances"] = report["probes"]["distances"]
     if len(outcomes) > 1:
         row["start_distances"] = {b: r["distance"] for b, (r, _) in outcomes.items()}
     return row
@@ -390,7 +389,7 @@ def _probe_rates(model, masks, inputs, reference, start, names, output_metric, l
     """Distils `distill.probe_length` steps at each rate on the inputs less
     `probe_held_out(n)` held out (a seeded draw), measures D to the reference on
     the held-out inputs, and returns {"learning_rate" (the smallest D's; a
-    diverged probe's D counts as infinite), "distances" [per rate],
+    diverged probe's D counts as infinite), "distances" {rate: D},
     "reports" [each probe's distill report], "held_out" (inputs)}."""
     n = batching.num_examples(inputs)
     held = probe_held_out(n)
@@ -409,8 +408,8 @@ def _probe_rates(model, masks, inputs, reference, start, names, output_metric, l
         distances.append(d if math.isfinite(d) else math.inf)
     weights_lib.set_trainable(model, reference)
     best = int(np.argmin(distances))
-    return {"learning_rate": rates[best], "distances": distances, "reports": reports,
-            "held_out": held}
+    return {"learning_rate": rates[best], "distances": dict(zip(rates, distances)),
+            "reports": reports, "held_out": held}
 
 
 def _print_step(entry):
@@ -451,7 +450,12 @@ def _verify(model, masks, which, method, k) -> float:
     return zeros / total
 
 
-def _check_distillation(settings, method, start, inputs) -> None:
+def _check_integer(name, value, least) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
+
+
+def _check_distillation(settings, method, start) -> None:
     """Refuses bad `Distillation` settings before any stage runs."""
     if method != "distill" and start != "distill":
         return
@@ -460,10 +464,8 @@ def _check_distillation(settings, method, start, inputs) -> None:
                          f"{type(settings).__name__}.")
     for name, least in (("steps", 0), ("batch_size", 1), ("probe_steps", 1)):
         value = getattr(settings, name)
-        if name == "probe_steps" and value is None:
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
-            raise ValueError(f"Distillation.{name} must be an integer >= {least}, got {value!r}.")
+        if not (name == "probe_steps" and value is None):
+            _check_integer(f"Distillation.{name}", value, least)
     rates = settings.learning_rate
     if isinstance(rates, (str, bytes)) or not isinstance(rates, (numbers.Real, Sequence)):
         raise ValueError(f"Distillation.learning_rate must be a rate or a sequence of "
@@ -489,8 +491,7 @@ def _check(model, inputs, sparsity, method, mask, start, layers, output_metric, 
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        _check_integer(name, value, 1)
     if start == "distill" and method != "geodesic":
         raise ValueError(f'start="distill" starts the geodesic projection from a short '
                          f'distillation; method={method!r} takes start="mask", "layerwise" or '
