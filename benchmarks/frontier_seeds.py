@@ -49,10 +49,34 @@ def table(runs, names=None) -> str:
     return "\n".join(lines)
 
 
+def wins(runs, names=None) -> str:
+    """Markdown, one table per sparsity: the cell in row A, column B is on how
+    many seeds A's validation accuracy is above B's (ties count for neither)."""
+    common = set(runs[0])
+    for run in runs[1:]:
+        common &= set(run)
+    names = names or sorted({n for n, _ in common})
+    blocks = []
+    for s in sorted({s for _, s in common}):
+        here = [n for n in names if (n, s) in common]
+        lines = [f"| {100 * s:g}%: validation above, of {len(runs)} seeds | "
+                 + " | ".join(f"({i + 1})" for i in range(len(here))) + " |",
+                 "|---|" + "---|" * len(here)]
+        for i, a in enumerate(here):
+            cells = ["" if a == b else str(sum(
+                run[a, s]["validation_accuracy"] > run[b, s]["validation_accuracy"]
+                for run in runs)) for b in here]
+            lines.append(f"| ({i + 1}) {a} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def main(paths):
     runs = load(paths)
     print(f"{len(runs)} seeds: {', '.join(paths)}\n")
     print(table(runs))
+    print()
+    print(wins(runs))
 
 
 if __name__ == "__main__":
