@@ -38,6 +38,10 @@ from absl import flags  # noqa: E402
 FLAGS = flags.FLAGS
 
 
+#: The Adam rate of `Relaxation` and `CurveTraining` by default (a test keeps them equal).
+DEFAULT_RATE = 1e-3
+
+
 def define_flags():
     flags.DEFINE_string("model", "lenet_300_100", "Zoo network of the endpoints.")
     flags.DEFINE_float("width", 1.0, "Channel-width multiplier (VGG models).")
@@ -54,6 +58,8 @@ def define_flags():
     flags.DEFINE_list("budgets", ["434", "867", "1994", "4335"],
                       "Gradient-equivalents (batches of 128) per path.")
     flags.DEFINE_list("methods", ["geodesic", "bezier", "polychain", "straight"], "Path methods.")
+    flags.DEFINE_list("rates", [str(DEFAULT_RATE)], "Adam rates of the trained paths (the "
+                      "geodesic's relaxation and the curves' training); a line each.")
     flags.DEFINE_list("inner_points", ["4"], "Inner points K of the geodesic (one line each).")
     flags.DEFINE_bool("align", True, "Also connect A to B permuted onto A.")
     flags.DEFINE_integer("eval_points", 41, "Points at which every path is evaluated.")
@@ -62,21 +68,26 @@ def define_flags():
                         "Rows (JSON); the plot beside it.")
 
 
-def configurations(methods, inner_points, budgets):
-    """(family, method, budget, Relaxation overrides) of every path per target;
-    the straight line once, at budget 0."""
+def configurations(methods, inner_points, budgets, rates=(DEFAULT_RATE,)):
+    """(family, method, budget, settings overrides) of every path per target;
+    the straight line once, at budget 0. A rate other than the package's
+    default (Adam 1e-3, the geodesic's relaxation and the curves' training
+    alike) is named in the family."""
     out = []
     for method in methods:
         if method == "straight":
             out.append(("straight", "straight", 0.0, {}))
             continue
-        for budget in budgets:
-            if method == "geodesic":
-                for k in inner_points:
-                    family = "geodesic" if len(inner_points) == 1 else f"geodesic K={k}"
-                    out.append((family, method, float(budget), {"inner_points": int(k)}))
-            else:
-                out.append((method, method, float(budget), {}))
+        for rate in rates:
+            tag = "" if rate == DEFAULT_RATE else f" lr={rate:g}"
+            for budget in budgets:
+                if method == "geodesic":
+                    for k in inner_points:
+                        family = "geodesic" if len(inner_points) == 1 else f"geodesic K={k}"
+                        out.append((family + tag, method, float(budget),
+                                    {"inner_points": int(k), "learning_rate": rate}))
+                else:
+                    out.append((method + tag, method, float(budget), {"learning_rate": rate}))
     return out
 
 
@@ -85,11 +96,12 @@ def key(row) -> tuple:
 
 
 def run_path(model, a, target, train, splits: dict, method: str, budget: float,
-             relaxation: dict, *, num_points: int = 41, seed: int = 0,
+             settings: dict, *, num_points: int = 41, seed: int = 0,
              jit_compile: bool = True) -> dict:
     """One path by `path_between` at `budget` GE (0: the straight line); its
     gradient-equivalents, seconds, the method's counters, and barrier / max
-    loss / minimum accuracy on each split ({name: ArraySplit})."""
+    loss / minimum accuracy on each split ({name: ArraySplit}). `settings`
+    override the geodesic's `Relaxation` or the curves' `CurveTraining`."""
     import keras
 
     from tfgeo.connect import path_finding
@@ -98,7 +110,10 @@ def run_path(model, a, target, train, splits: dict, method: str, budget: float,
     path = path_finding.path_between(
         model, a, target, train.x, train.y, method, num_points,
         budget=budget or path_finding.DEFAULT_BUDGET,
-        relaxation=path_finding.Relaxation(**relaxation), seed=seed, jit_compile=jit_compile)
+        relaxation=path_finding.Relaxation(**(settings if method == "geodesic" else {})),
+        curve_training=path_finding.CurveTraining(
+            **(settings if method in ("bezier", "polychain") else {})),
+        seed=seed, jit_compile=jit_compile)
     row = {"method": method, "budget": budget,
            "gradient_equivalents": path.gradient_equivalents, "seconds": path.seconds,
            **{k: v for k, v in path.info.items() if k in ("iterations", "steps", "inner_points")}}
@@ -220,6 +235,7 @@ def main(_):
         validation_fraction=FLAGS.validation_fraction), FLAGS.seed)
     splits = {"validation": val, "test": ds.test}
     budgets = [float(b) for b in FLAGS.budgets]
+    rates = [float(r) for r in FLAGS.rates]
     state = {"rows": [], "endpoints": {}}
     if os.path.exists(FLAGS.output):  # resume: keep the paths already run
         with open(FLAGS.output) as f:
@@ -246,12 +262,12 @@ def main(_):
             targets["B aligned"] = path_finding.align_to(model_a, model_b, train.x,
                                                          seed=FLAGS.seed)
         for target_name, target in targets.items():
-            for family, method, budget, relaxation in configurations(
-                    FLAGS.methods, FLAGS.inner_points, budgets):
+            for family, method, budget, settings in configurations(
+                    FLAGS.methods, FLAGS.inner_points, budgets, rates):
                 if (pair, target_name, family, budget) in done:
                     continue
                 began = time.time()
-                row = run_path(model_a, a, target, train, splits, method, budget, relaxation,
+                row = run_path(model_a, a, target, train, splits, method, budget, settings,
                                num_points=FLAGS.eval_points, seed=FLAGS.seed,
                                jit_compile=not FLAGS.graph)
                 row.update(pair=pair, target=target_name, family=family)

@@ -33,7 +33,8 @@ def test_the_frontier_counts_as_the_runner_does(tmp_path):
     for method, label in (("geodesic", "geodesic A->B"), ("bezier", "bezier A->B (equal)"),
                           ("straight", "straight A->B")):
         row = frontier.run_path(model_a, a, b, ds.train, {"test": ds.test}, method,
-                                0.0 if method == "straight" else budget, {"inner_points": 4},
+                                0.0 if method == "straight" else budget,
+                                {"inner_points": 4} if method == "geodesic" else {},
                                 num_points=5, jit_compile=False)
         assert row["gradient_equivalents"] == pytest.approx(
             runner[label]["gradient_equivalents"], rel=1e-12), method
@@ -42,6 +43,13 @@ def test_the_frontier_counts_as_the_runner_does(tmp_path):
     assert runner["geodesic A->B"]["iterations"] == iterations
     # The straight line is the same path: the same barrier to float rounding.
     assert row["test_barrier"] == pytest.approx(runner["straight A->B"]["barrier"], abs=1e-5)
+    # A rate override reaches the curve's training: the same budget, another path.
+    plain, default, faster = (frontier.run_path(
+        model_a, a, b, ds.train, {"test": ds.test}, "bezier", budget, settings, num_points=5,
+        jit_compile=False) for settings in ({}, {"learning_rate": 1e-3}, {"learning_rate": 3e-2}))
+    assert default["test_barrier"] == pytest.approx(plain["test_barrier"], abs=1e-6)
+    assert abs(faster["test_barrier"] - default["test_barrier"]) > 1e-3
+    assert faster["gradient_equivalents"] == default["gradient_equivalents"]
 
 
 def test_the_summary_is_over_the_pairs_that_ran_it():
@@ -65,3 +73,15 @@ def test_the_summary_is_over_the_pairs_that_ran_it():
         ("geodesic K=4", "geodesic", 10.0), ("geodesic K=8", "geodesic", 10.0),
         ("geodesic K=4", "geodesic", 20.0), ("geodesic K=8", "geodesic", 20.0),
         ("straight", "straight", 0.0), ("bezier", "bezier", 10.0), ("bezier", "bezier", 20.0)]
+
+
+def test_rates_other_than_the_default_are_their_own_lines():
+    frontier = load_script("connect_frontier")
+    assert frontier.DEFAULT_RATE == path_finding.Relaxation().learning_rate
+    assert frontier.DEFAULT_RATE == path_finding.CurveTraining().learning_rate
+    configs = frontier.configurations(["geodesic", "bezier"], ["4"], [10], rates=[1e-3, 3e-4])
+    assert configs == [
+        ("geodesic", "geodesic", 10.0, {"inner_points": 4, "learning_rate": 1e-3}),
+        ("geodesic lr=0.0003", "geodesic", 10.0, {"inner_points": 4, "learning_rate": 3e-4}),
+        ("bezier", "bezier", 10.0, {"learning_rate": 1e-3}),
+        ("bezier lr=0.0003", "bezier", 10.0, {"learning_rate": 3e-4})]
