@@ -87,8 +87,8 @@ def _plain_log_ticks(ax, xs) -> None:
 
     xs = [x for x in xs if x > 0]
     decades = math.log10(max(xs) / min(xs)) if xs else 0.0
-    subs = (tuple(range(1, 10)) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 2.5
-            else (1.0,))
+    subs = (tuple(range(1, 10)) if decades < 0.5 else (1.0, 2.0, 3.0, 5.0) if decades < 1.0
+            else (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,))
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
