@@ -27,10 +27,13 @@ def load(paths):
     return runs
 
 
+def _common(runs) -> set:
+    """The (configuration, sparsity) keys every seed's rows hold."""
+    return set.intersection(*(set(run) for run in runs))
+
+
 def table(runs, names=None) -> str:
-    common = set(runs[0])
-    for run in runs[1:]:
-        common &= set(run)
+    common = _common(runs)
     names = names or sorted({n for n, _ in common})
     sparsities = sorted({s for _, s in common})
     lines = ["| configuration | sparsity | test accuracy, mean (min-max) | validation, mean "
@@ -52,9 +55,7 @@ def table(runs, names=None) -> str:
 def wins(runs, names=None) -> str:
     """Markdown, one table per sparsity: the cell in row A, column B is on how
     many seeds A's validation accuracy is above B's (ties count for neither)."""
-    common = set(runs[0])
-    for run in runs[1:]:
-        common &= set(run)
+    common = _common(runs)
     names = names or sorted({n for n, _ in common})
     blocks = []
     for s in sorted({s for _, s in common}):
