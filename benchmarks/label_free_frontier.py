@@ -58,6 +58,9 @@ flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam 
                   "'1e-2+3e-3' lets each stage's probes choose among the candidates.")
 flags.DEFINE_integer("probe_steps", 0, "Steps of each rate probe (candidate rates only; "
                      "0: an eighth of the steps, the library's default).")
+flags.DEFINE_list("held_out_checks", ["0"], "Distillation's early stopping: held-out "
+                  "checks per stage (0: none, descend on all inputs; k: keep the weights "
+                  "nearest the dense function on the probes' held-out 1/8, checked k times).")
 flags.DEFINE_list("distill_metrics", ["fisher"], "Output metrics of distillation's distance "
                   "(fisher: KL; euclidean: squared logit error).")
 flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation "
@@ -92,16 +95,21 @@ def configurations():
                 rate = tuple(map(float, text.split("+"))) if "+" in text else float(text)
                 label = "+".join(f"{r:g}" for r in rate) if "+" in text else f"{rate:g}"
                 for metric in FLAGS.distill_metrics:
-                    out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}", "distill",
-                                {"start": start, "output_metric": metric,
-                                 "distill": (steps, rate)}))
+                    for checks in map(int, FLAGS.held_out_checks):
+                        stop = f"/stop={checks}" if checks else ""
+                        out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}{stop}",
+                                    "distill", {"start": start, "output_metric": metric,
+                                                "distill": (steps, rate, checks)}))
     return out
 
 
 def family(name: str) -> str:
     """The frontier's line a configuration belongs to (method and start)."""
     parts = name.split("/")
-    return parts[0] if len(parts) == 1 else f"{parts[0]} from {parts[1]}"
+    if len(parts) == 1:
+        return parts[0]
+    stopped = any(p.startswith("stop=") for p in parts)
+    return f"{parts[0]} from {parts[1]}" + (", stopped early" if stopped else "")
 
 
 def frontier(rows, sparsity: float, split: str = "validation"):
@@ -134,7 +142,7 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
     kw = dict(kw)
     model.set_weights(dense)
     size, tol = kw.pop("solver", (0, 0.1))
-    steps, rate = kw.pop("distill", (2000, 1e-3))
+    steps, rate, *checks = kw.pop("distill", (2000, 1e-3))
     solver = projection.Solver(damping=1e-3, max_iterations=cg_iterations, tolerance=tol,
                                curvature_size=size, jit_compile=jit_compile)
     totals = {"gradient_equivalents": 0.0, "seconds": 0.0}
@@ -152,6 +160,8 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
         if "learning_rate" in row:  # chosen by the rate probes
             r["learning_rate"], r["rate_distances"] = row["learning_rate"], {
                 f"{k:g}": v for k, v in row["rate_distances"].items()}
+        if "best_step" in row:  # kept by the held-out checks
+            r["best_step"], r["held_out_distance"] = row["best_step"], row["held_out_distance"]
         for split, data in splits.items():
             r[f"{split}_accuracy"] = classification.evaluate_classifier(
                 model, data.x, data.y)["accuracy"]
@@ -159,8 +169,9 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
 
     staged_pruning.prune(
         model, calibration, stages, method=method, solver=solver,
-        distillation_settings=staged_pruning.Distillation(steps, batch_size, rate,
-                                                          probe_steps=probe_steps),
+        distillation_settings=staged_pruning.Distillation(
+            steps, batch_size, rate, probe_steps=probe_steps,
+            held_out_checks=checks[0] if checks else 0),
         batch_size=batch_size, seed=seed, verbose=0, on_stage=on_stage, **kw)
     return rows
 
@@ -228,7 +239,8 @@ def main(_):
         print(f"{name}: " + ", ".join(
             f"{100 * r['sparsity']:g}% val {r['validation_accuracy']:.4f} test "
             f"{r['test_accuracy']:.4f} ({r['gradient_equivalents']:.0f} GE"
-            + (f", lr {r['learning_rate']:g}" if "learning_rate" in r else "") + ")"
+            + (f", lr {r['learning_rate']:g}" if "learning_rate" in r else "")
+            + (f", step {r['best_step']}" if "best_step" in r else "") + ")"
             for r in point_rows) + f" [{time.time() - began:.0f} s]", flush=True)
         with open(FLAGS.output + ".tmp", "w") as f:
             json.dump({"flags": FLAGS.flag_values_dict(), "rows": [base] + rows}, f, indent=1)

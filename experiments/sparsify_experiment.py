@@ -141,6 +141,11 @@ class SparsifyConfig:
                                       "probe (with several --distill_learning_rate; 0: an "
                                       "eighth of --distill_steps).", lower=0,
                                       upper=10_000_000)
+    distill_held_out_checks: int = option(
+        DISTILLATION.held_out_checks, "Early stopping of label-free distillation without "
+        "labels: descend on 7/8 of the calibration inputs, measure the distance to the dense "
+        "network's function on the other 1/8 this many times per stage and keep the nearest "
+        "weights (0: descend on all inputs for --distill_steps).", lower=0, upper=100_000)
     distill_start: str = option("mask", "Start of label-free distillation: mask, layerwise or "
                                 "closer (as --projection_start).",
                                 choices=("mask", "layerwise", "closer"))
@@ -302,7 +307,7 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
             config.distill_steps, config.batch_size,
             config.distill_learning_rate[0] if len(config.distill_learning_rate) == 1
             else tuple(config.distill_learning_rate), config.distill_schedule,
-            config.distill_probe_steps or None),
+            config.distill_probe_steps or None, config.distill_held_out_checks),
         reference=stage.dense if reference is None else reference, allocation=stage.dense,
         batch_size=config.batch_size, seed=None, verbose=0)
     result, = report.stages

@@ -61,9 +61,11 @@ def label_free(strategy, output):
         info.update(worker_share=list(distribute.worker_share()))
         report = staged_pruning.prune(
             net, x, [0.5, 0.7], method="distill", verbose=0, batch_size=32,
-            distillation_settings=staged_pruning.Distillation(30, 32, (1e-2, 3e-3), probe_steps=10))
+            distillation_settings=staged_pruning.Distillation(30, 32, (1e-2, 3e-3), probe_steps=10,
+                                                              held_out_checks=3))
         arrays += [w.numpy() for w in net.trainable_variables]
         info.update(distill_distance=report.stages[-1]["functional_distance"],
+                    distill_best_steps=[s["best_step"] for s in report.stages],
                     distill_steps=sum(s["steps"] for s in report.stages),
                     gradient_equivalents=report.gradient_equivalents)
     np.savez(output, *arrays)

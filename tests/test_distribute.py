@@ -97,8 +97,8 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
     # The projection: calibration inputs sharded over replicas (49 + 48 of 97),
     # layer-wise reconstruction's sums over workers,
     # every mean all-reduced: the same CG iterations and steps. Distillation:
-    # each batch split over the replicas, gradients summed. The same weights
-    # (float64).
+    # each batch split over the replicas, gradients summed, its rate probed and its
+    # steps stopped early on held-out inputs. The same weights (float64).
     single, reference, (mirrored, mirrored_weights), (first, second), infos = _three_ways(
         tmp_path, "label_free")
     # The layer-wise statistics: each worker summed half the inputs.
@@ -106,7 +106,7 @@ def test_label_free_pruning_is_the_same_on_one_device_two_replicas_and_two_worke
         [0, 1], [0, 1], [0, 2], [1, 2]]
     for info in (mirrored, *infos):
         for key in ("projection_steps", "cg_iterations", "products", "distill_steps",
-                    "gradient_equivalents"):
+                    "distill_best_steps", "gradient_equivalents"):
             assert info[key] == single[key], key
         for key in ("projection_distance", "distill_distance"):
             assert info[key] == pytest.approx(single[key], rel=1e-9), key
@@ -226,7 +226,7 @@ def test_prune_inside_a_one_device_strategy_equals_no_strategy(method):
                                     keras.layers.Dense(3, dtype="float64")])
             staged_pruning.prune(net, x, [0.5, 0.7], method=method, steps=2, verbose=0,
                                  batch_size=32, distillation_settings=staged_pruning.Distillation(
-                                     20, 32, 3e-3))
+                                     20, 32, 3e-3, held_out_checks=2))
         out.append(weights_lib.get_trainable(net))
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -28,7 +28,7 @@ start.save(start_path)
 config = study.SparsifyConfig(
     run=config_lib.RunConfig(output_dir=out, verbose=0),
     start_model=start_path, sparsities=(0.5, 0.8), methods=("geodesic", "distill"),
-    calibration_size=256, projection_steps=2, distill_steps=20)
+    calibration_size=256, projection_steps=2, distill_steps=20, distill_held_out_checks=4)
 runner = study.run(config).payload["rows"]
 spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
 frontier = importlib.util.module_from_spec(spec)
@@ -37,8 +37,9 @@ _, train, validation = data.load_run_splits(config.data, 0)
 calibration = study.calibration_set(train, 256, 0)
 model = keras.saving.load_model(start_path)
 points = {}
-# distill: the runner's default rate candidates, so both count the rate probes.
-for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, (1e-2, 3e-3))})):
+# distill: the runner's default rate candidates, so both count the rate probes, and
+# early stopping with 4 held-out checks, so both count the checks.
+for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, (1e-2, 3e-3), 4)})):
     points[method] = frontier.run_point(model, model.get_weights(), calibration, [0.5, 0.8],
                                         method, method, kw, {"validation": validation})
 print(json.dumps({"runner": runner, "frontier": points}))
@@ -61,10 +62,34 @@ def test_the_frontier_counts_gradient_equivalents_as_the_runner_does(tmp_path):
                                                                      rel=1e-9), method
         assert points[-1]["gradient_equivalents"] == pytest.approx(
             sum(r["gradient_equivalents"] for r in runner), rel=1e-9)
-    # Both chose the distillation's rate by the probes, and record it.
-    assert all("learning_rate" in p for p in got["frontier"]["distill"])
-    assert all("learning_rate" in r for r in got["runner"] if r["method"] == "distill")
+    # Both chose the distillation's rate by the probes and stopped it early, and record
+    # both.
+    for key in ("learning_rate", "best_step"):
+        assert all(key in p for p in got["frontier"]["distill"])
+        assert all(key in r for r in got["runner"] if r["method"] == "distill")
     # The projection has no randomness: the same networks, the same distances.
     for r, p in zip([r for r in got["runner"] if r["method"] == "geodesic"],
                     got["frontier"]["geodesic"]):
         assert p["functional_distance"] == pytest.approx(r["functional_distance"], rel=1e-3)
+
+
+def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
+    from tests.benchmarks import load_script
+
+    frontier = load_script("label_free_frontier")
+    frontier.FLAGS(["label_free_frontier", "--starts=mask", "--geodesic_steps=",
+                    "--distill_steps=1000", "--distill_rates=1e-2+3e-3",
+                    "--held_out_checks=0,16"])
+    try:
+        distill = [(name, kw) for name, method, kw in frontier.configurations()
+                   if method == "distill"]
+    finally:
+        frontier.FLAGS.unparse_flags()
+    assert distill == [
+        ("distill/mask/steps=1000/lr=0.01+0.003/fisher", {
+            "start": "mask", "output_metric": "fisher", "distill": (1000, (1e-2, 3e-3), 0)}),
+        ("distill/mask/steps=1000/lr=0.01+0.003/fisher/stop=16", {
+            "start": "mask", "output_metric": "fisher", "distill": (1000, (1e-2, 3e-3), 16)})]
+    # The names without early stopping are those of rows already recorded.
+    assert [frontier.family(name) for name, _ in distill] == [
+        "distill from mask", "distill from mask, stopped early"]

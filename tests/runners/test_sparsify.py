@@ -75,6 +75,7 @@ BAD_FLAGS = [
     (["--model=vgg11"], "--model=vgg11"),
     (["--distill_learning_rate=1e-2,0"], "--distill_learning_rate"),
     (["--distill_probe_steps=-1"], "--distill_probe_steps"),
+    (["--distill_held_out_checks=-2"], "--distill_held_out_checks"),
 ]
 outcomes = case_outcomes("runners.sparsify", BAD_FLAGS)
 

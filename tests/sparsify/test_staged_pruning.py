@@ -110,7 +110,7 @@ def test_distill_defaults_are_prunes():
     for field, value in staged_pruning.Distillation()._asdict().items():
         if field == "learning_rate":  # prune probes candidates; distill takes the safe one
             assert defaults[field] == min(staged_pruning.rate_candidates(value))
-        elif field != "probe_steps":  # prune's, not distill's
+        elif field not in ("probe_steps", "held_out_checks"):  # prune's, not distill's
             assert defaults[field] == value, field
 
 
@@ -120,9 +120,10 @@ def test_the_runners_distillation_defaults_are_prunes():
     runner = sparsify_experiment.SparsifyConfig()
     ours = staged_pruning.Distillation()
     assert (runner.distill_steps, runner.batch_size, runner.distill_learning_rate,
-            runner.distill_schedule, runner.distill_probe_steps) == (
+            runner.distill_schedule, runner.distill_probe_steps,
+            runner.distill_held_out_checks) == (
         ours.steps, ours.batch_size, staged_pruning.rate_candidates(ours.learning_rate),
-        ours.schedule, ours.probe_steps or 0)
+        ours.schedule, ours.probe_steps or 0, ours.held_out_checks)
 
 
 def test_rate_probes_keep_the_rate_nearest_the_reference_on_held_out_inputs_and_pay_for_it():
@@ -200,6 +201,8 @@ def test_one_calibration_input_distils_at_the_smallest_candidate_without_probes(
     (staged_pruning.Distillation(learning_rate=(1e-2, float("nan"))), "learning_rate"),
     (staged_pruning.Distillation(learning_rate="fast"), "learning_rate"),
     (staged_pruning.Distillation(probe_steps=0), "probe_steps"),
+    (staged_pruning.Distillation(held_out_checks=-1), "held_out_checks"),
+    (staged_pruning.Distillation(held_out_checks=2.0), "held_out_checks"),
     (staged_pruning.Distillation(steps=2.5), "steps"),
     (staged_pruning.Distillation(steps=-1), "steps must be an integer >= 0"),
     (staged_pruning.Distillation(batch_size=0), "batch_size"),
@@ -304,3 +307,110 @@ def test_a_staged_distillation_with_rate_probes_logs_no_retracing_warning():
     finally:
         tf.get_logger().removeHandler(handler)
     assert not [m for m in seen if "retracing" in m], seen
+
+
+def _kl_on_rows(net, dense, x, rows):
+    """D on `rows` of `x` at the net's weights, with the scale c = 1 / (the
+    reference's mean squared norm over all of `x`), as `distill` measures it."""
+    current = weights_lib.get_trainable(net)
+    weights_lib.set_trainable(net, dense)
+    z0 = np.asarray(net(x), np.float64)
+    weights_lib.set_trainable(net, current)
+    z = np.asarray(net(x), np.float64)
+    scale = np.mean(np.sum(z0 ** 2, axis=1)) / np.mean(np.sum(z0[rows] ** 2, axis=1))
+    return _kl_distance(z0[rows], z[rows]) / scale
+
+
+def test_early_stopping_keeps_the_weights_nearest_the_reference_on_held_out_inputs():
+    # 24 calibration inputs, 8 held out, Adam 3e-2 at a constant rate: the held-out D
+    # falls, then rises as the 16 fitted inputs are overfitted (about 1.7x by step 300).
+    net, x = _net(2)
+    x = x[:24]
+    dense = weights_lib.get_trainable(net)
+    masks = pruning.magnitude_masks(dense, 0.5)
+    held = staged_pruning.held_out_rows(len(x), 0)
+    assert len(held) == 8 and len(np.unique(held)) == 8
+    seen = []
+    report = distillation.distill(
+        net, masks, x, steps=300, batch_size=16, learning_rate=3e-2, schedule="constant",
+        held_out=held, checks=15,
+        on_check=lambda k, d: seen.append([k, d, _kl_on_rows(net, dense, x, held)]))
+    steps, values = zip(*report["held_out_history"])
+    # Each check is reported with the model holding that step's weights.
+    assert [s[:2] for s in seen] == report["held_out_history"]
+    for _, d, recomputed in seen:
+        assert recomputed == pytest.approx(d, rel=1e-4)
+    assert list(steps) == list(range(0, 301, 20))
+    assert report["best_step"] == steps[int(np.argmin(values))]
+    assert report["held_out_distance"] == min(values)
+    assert 0 < report["best_step"] < 300
+    assert values[-1] > 1.3 * min(values), values
+    # The model holds the kept weights: their held-out D and D over all 24 inputs,
+    # recomputed in NumPy, are the report's; the mask's zeros hold.
+    assert _kl_on_rows(net, dense, x, held) == pytest.approx(report["held_out_distance"],
+                                                              rel=1e-4)
+    assert _kl_on_rows(net, dense, x, np.arange(24)) == pytest.approx(report["distance"],
+                                                                      rel=1e-4)
+    assert all(np.all(w[m == 0] == 0) for w, m in zip(weights_lib.get_trainable(net), masks))
+    assert report["held_out_forwards"] == 16 and report["held_out_examples"] == 8
+
+
+def test_early_stopping_descends_on_the_other_inputs_only():
+    # Permuting the held-out rows among themselves leaves the descent as it was (the
+    # scale c is a sum over all rows); putting a held-out row among the fitted ones
+    # changes it.
+    net, x = _net()
+    x = x[:40]
+    dense = weights_lib.get_trainable(net)
+    masks = pruning.magnitude_masks(dense, 0.8)
+    held = staged_pruning.held_out_rows(len(x), 0)
+    fitted = np.setdiff1d(np.arange(40), held)
+    swapped, mixed = x.copy(), x.copy()
+    swapped[held] = x[held[::-1]]
+    mixed[[held[0], fitted[0]]] = x[[fitted[0], held[0]]]
+    got = []
+    for inputs in (x, swapped, mixed):
+        weights_lib.set_trainable(net, dense)
+        report = distillation.distill(net, masks, inputs, steps=30, batch_size=16,
+                                      learning_rate=3e-3, held_out=held, checks=1)
+        # 80% pruned, the descent lowers the held-out D (by about 30%): the end is kept.
+        assert report["best_step"] == 30
+        got.append(np.concatenate([w.ravel() for w in weights_lib.get_trainable(net)]))
+    np.testing.assert_allclose(got[1], got[0], rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(got[2] - got[0])) > 1e-3
+
+
+def test_prune_stops_early_on_the_probes_held_out_inputs_and_pays_for_the_checks():
+    net, x = _net()
+    report = staged_pruning.prune(
+        net, x, [0.5, 0.7], method="distill", verbose=0,
+        distillation_settings=staged_pruning.Distillation(40, 32, 3e-3, held_out_checks=4))
+    held = staged_pruning.probe_held_out(len(x))
+    for k, row in enumerate(report.stages):
+        assert row["best_step"] in (0, 10, 20, 30, 40)
+        assert row["held_out_distance"] > 0
+        # 40 gradients on 32 inputs, the reference and the final D over all 256, and
+        # five checks over the 32 held out (a forward pass is a third of a gradient).
+        assert row["gradient_equivalents"] == pytest.approx(
+            (40 * 32 + 2 * 256 / 3 + 5 * held / 3) / 256, rel=1e-9)
+        # The stage's held-out rows are the probes' own draw.
+        np.testing.assert_array_equal(staged_pruning.held_out_rows(len(x), k),
+                                      np.sort(np.random.default_rng(k).permutation(256)[:held]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"held_out": [0, 0, 1]}, "distinct"),
+    ({"held_out": [3, 300]}, r"in \[0, 256\)"),
+    ({"held_out": [-1]}, "held_out"),
+    ({"held_out": []}, "at least one"),
+    ({"held_out": np.arange(256)}, "none left"),
+    ({"held_out": [1, 2], "checks": 0}, "checks must be an integer >= 1"),
+])
+def test_bad_early_stopping_input_is_refused_before_any_step(kwargs, message):
+    net, x = _net()
+    before = weights_lib.get_trainable(net)
+    masks = pruning.magnitude_masks(before, 0.5)
+    with pytest.raises(ValueError, match=message):
+        distillation.distill(net, masks, x, steps=5, **kwargs)
+    for a, b in zip(before, weights_lib.get_trainable(net)):
+        np.testing.assert_array_equal(a, b)

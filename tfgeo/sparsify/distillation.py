@@ -17,6 +17,12 @@ batch, as long as the batch is a multiple of the replicas.
 
 Compute, in gradients on batches of `batch_size`: one gradient per step, plus
 one forward pass over the N calibration inputs for the reference z_l(X; w0).
+
+Early stopping without labels: given `held_out` inputs (kept out of the
+descent), D on them is measured `checks` times along the descent and the
+weights with the smallest held-out D are kept. On 8,192 CIFAR-10 images a
+VGG11 at 98% sparsity overfits its calibration inputs: D on them falls 2.2x
+from 1,000 to 4,000 steps while validation accuracy falls 3 points.
 """
 from __future__ import annotations
 
@@ -47,7 +53,8 @@ class _PerCallTracing(logging.Filter):
 
     def filter(self, record) -> bool:
         text = record.getMessage()
-        return not ("triggered tf.function retracing" in text and "distill.<locals>" in text)
+        return not ("triggered tf.function retracing" in text
+                    and ("distill.<locals>" in text or "_mean_distance.<locals>" in text))
 
 
 tf.get_logger().addFilter(_PerCallTracing())
@@ -56,7 +63,8 @@ tf.get_logger().addFilter(_PerCallTracing())
 def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int = 256,
             learning_rate: float = 3e-3, schedule: str = "cosine", layers=None,
             output_metric="fisher", logits_weight: float = 1.0, start=None, seed: int = 0,
-            jit_compile: bool = False, chunk_size: int = 512, reference_weights=None) -> dict:
+            jit_compile: bool = False, chunk_size: int = 512, reference_weights=None,
+            held_out=None, checks: int = 8, on_check=None) -> dict:
     """Masked Adam on D, starting from `start` (default m w0; w0 the model's
     weights at the call, or `reference_weights`, whose function D keeps).
 
@@ -69,9 +77,20 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
     schedule: "constant" or "cosine" (decay to 0 over `steps`).
     layers: as `projection.gauss_newton_projection` (None: the outputs only;
       "hidden": every weighted layer's pre-activation too).
+    held_out: rows of `inputs` (M indices) kept out of the descent, or None.
+      Given, D on them is measured at the start and every ceil(steps /
+      `checks`) steps (and at the last), and the weights with the smallest
+      held-out D are the result: early stopping without labels. The descent
+      then draws from the other N - M inputs; the reference and "distance"
+      still cover all N.
+    on_check: called as on_check(step, held_out_distance) after each check,
+      the model holding that step's weights (e.g. to log or evaluate them).
     Assigns the result to the model; returns {"distance" (D over all N at the
     end), "history" (D every 10% of the steps), "steps", "gradients",
-    "forwards", "batch", "examples", "seconds"}.
+    "forwards" (passes over all N), "batch", "examples" (N), "seconds"}; with
+    `held_out`, also "held_out_history" ([step, D] at each check),
+    "best_step", "held_out_distance" (its D), "held_out_forwards" (one per
+    check) and "held_out_examples" (M).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
@@ -79,6 +98,10 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
     if not learning_rate > 0 or not math.isfinite(learning_rate):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}.")
+    if not (isinstance(checks, (int, np.integer)) and checks >= 1):
+        raise ValueError(f"checks must be an integer >= 1, got {checks!r}.")
+    n = batching.num_examples(inputs)
+    fit, held = _split(n, held_out)
     began = time.time()
     if reference_weights is not None:
         weights_lib.set_trainable(model, reference_weights)
@@ -91,14 +114,17 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
     variables = weights_lib.backing_variables(model)
     dtype = model.trainable_variables[0].dtype
     masks = [tf.constant(np.asarray(m), dtype) for m in mask]
-    n = batching.num_examples(inputs)
-    batch = min(int(batch_size), n)
+    batch = min(int(batch_size), len(fit))
     rate = (keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
             if schedule == "cosine" else learning_rate)
     optimizer = keras.optimizers.Adam(rate)
     optimizer.build(model.trainable_variables)
-    data = tf.data.Dataset.from_tensor_slices(
-        (inputs, tuple(ref.values))).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    rows = lambda tree, at: tf.nest.map_structure(lambda a: np.asarray(a)[at], tree)  # noqa: E731
+    fitting = (inputs, tuple(ref.values))
+    if held is not None:
+        fitting = rows(fitting, fit)
+    data = tf.data.Dataset.from_tensor_slices(fitting).shuffle(
+        len(fit), seed=seed, reshuffle_each_iteration=True)
     data = data.repeat().batch(batch, drop_remainder=True)
 
     strategy = tf.distribute.get_strategy()
@@ -130,17 +156,75 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
             strategy, lambda rows, weight: descend(rows[0], rows[1], weight),
             (x, tuple(refs)), batch)
 
-    full = tf.function(lambda: batching.chunked_mean(
-        lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),
-        {"x": inputs, "ref": [tf.constant(v) for v in ref.values]}, chunk_size))
+    full = _mean_distance(ref, metric, run, inputs, ref.values, chunk_size)
+    check = None if held is None else _HeldOutCheck(
+        model, _mean_distance(ref, metric, run, rows(inputs, held), rows(ref.values, held),
+                              chunk_size), len(held), on_check)
     history, forwards = [], 1  # the reference's forward pass over the N inputs
     every = max(1, steps // 10)
+    between = max(1, -(-steps // checks))
+    if check is not None:
+        check(0)
     for k, (x, refs) in enumerate(data.take(steps)):
         loss = step(x, refs)
         if (k + 1) % every == 0:
             history.append(float(loss))
+        if check is not None and ((k + 1) % between == 0 or k + 1 == steps):
+            check(k + 1)
+    extra = {}
+    if check is not None:
+        extra = check.best()
     distance = float(full())
     forwards += 1
     return {"distance": distance, "history": history, "steps": int(steps),
             "gradients": int(steps), "forwards": forwards, "batch": batch, "examples": n,
-            "seconds": time.time() - began}
+            "seconds": time.time() - began, **extra}
+
+
+def _split(n: int, held_out):
+    """(rows the descent draws from, held-out rows or None), each sorted."""
+    if held_out is None:
+        return np.arange(n), None
+    held = np.unique(np.asarray(held_out, dtype=np.int64).ravel())
+    if held.size != np.size(held_out) or held.size == 0 or held[0] < 0 or held[-1] >= n:
+        raise ValueError(f"held_out must be distinct row indices in [0, {n}), at least one; "
+                         f"got {np.size(held_out)} of them.")
+    fit = np.setdiff1d(np.arange(n), held)
+    if fit.size == 0:
+        raise ValueError(f"held_out holds every one of the {n} inputs: none left to descend on.")
+    return fit, held
+
+
+def _mean_distance(ref, metric, run, inputs, values, chunk_size):
+    """A tf.function: D over `inputs` (rows whose reference is `values`), with
+    `ref`'s names and weights c_l (so D on a subset shares the full set's scale)."""
+    values = [tf.constant(v) for v in values]
+    return tf.function(lambda: batching.chunked_mean(
+        lambda c: projection.functional_distance(ref, metric, run(c["x"]), c["ref"]),
+        {"x": inputs, "ref": values}, chunk_size))
+
+
+class _HeldOutCheck:
+    """D on held-out inputs at each call (after step k); keeps the weights with
+    the smallest, and restores them on `best()`. A non-finite D never wins
+    (but the start is kept if nothing else is finite)."""
+
+    def __init__(self, model, distance, examples, on_check=None):
+        self.model, self.distance, self.examples = model, distance, examples
+        self.on_check = on_check
+        self.history, self.weights, self.step, self.value = [], None, 0, math.inf
+
+    def __call__(self, k: int):
+        d = float(self.distance())
+        self.history.append([int(k), d])
+        if self.weights is None or (math.isfinite(d) and d < self.value):
+            self.weights, self.step = weights_lib.get_trainable(self.model), k
+            self.value = d if math.isfinite(d) else math.inf
+        if self.on_check is not None:
+            self.on_check(int(k), d)
+
+    def best(self) -> dict:
+        weights_lib.set_trainable(self.model, self.weights)
+        return {"held_out_history": self.history, "best_step": self.step,
+                "held_out_distance": self.value, "held_out_forwards": len(self.history),
+                "held_out_examples": self.examples}

@@ -70,12 +70,19 @@ class Distillation(NamedTuple):
     the probes chose 1e-2 on the MNIST networks and 3e-3 on that VGG11 until
     95%, as good as the better fixed rate at every stage (sparsification docs,
     "The distillation rate across networks"). A single number skips the
-    probes."""
+    probes.
+
+    With `held_out_checks` k > 0 the stage's distillation stops early without
+    labels: it descends on the probes' 7/8 of the inputs, measures D on
+    their held-out 1/8 at the start and k times along the way, and keeps the
+    weights nearest the reference there (`distillation.distill`'s
+    `held_out`); 0 descends on all the inputs for `steps`."""
     steps: int = 4000
     batch_size: int = 256
     learning_rate: float | tuple = (1e-2, 3e-3)
     schedule: str = "cosine"
     probe_steps: int | None = None
+    held_out_checks: int = 0
 
     @property
     def probe_length(self) -> int:
@@ -225,7 +232,9 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
                   f"distance {row['functional_distance']:.4g}, "
                   f"{row['gradient_equivalents']:.0f} gradient-equivalents, "
                   f"{row['seconds']:.1f} s" + (f", rate {row['learning_rate']:g} chosen by "
-                                               f"the probes" if "learning_rate" in row else ""),
+                                               f"the probes" if "learning_rate" in row else "")
+                  + (f", kept step {row['best_step']} of {row['steps']} (held-out distance "
+                     f"{row['held_out_distance']:.4g})" if "best_step" in row else ""),
                   flush=True)
         if on_stage is not None:
             on_stage(row)
@@ -290,13 +299,18 @@ def projection_cost(report: dict, batch_size: int) -> float:
 
 def distillation_cost(report: dict, batch_size: int) -> float:
     """Gradient-equivalents of a `distillation.distill` report: a gradient per step
-    on its batch, and its forward passes over all of its inputs; with rate
+    on its batch, its forward passes over all of its inputs and (stopping
+    early) one over the held-out inputs per check; with rate
     probes (`Distillation` with several rates), theirs too, and two forward
     passes over the held-out inputs per probe (reference and result)."""
     total = cost.gradient_equivalents(
         gradients=report["gradients"], batch=report["batch"],
         reference_batch=batch_size) + cost.gradient_equivalents(
         forwards=report["forwards"], batch=report["examples"], reference_batch=batch_size)
+    if "held_out_forwards" in report:
+        total += cost.gradient_equivalents(forwards=report["held_out_forwards"],
+                                           batch=report["held_out_examples"],
+                                           reference_batch=batch_size)
     probes = report.get("probes")
     if probes is not None:
         total += sum(distillation_cost(r, batch_size) for r in probes["reports"])
@@ -345,9 +359,13 @@ def _recover(method, model, masks, inputs, reference, current, start, steps, nam
            "gradient_equivalents": sum(r["gradient_equivalents"] for r, _ in outcomes.values())}
     if method == "geodesic":
         row["cg_iterations"] = report["cg_iterations"]
-    elif "probes" in report:  # the rate the held-out probes chose, and their distances
-        row["learning_rate"] = report["probes"]["learning_rate"]
-        row["rate_distances"] = report["probes"]["distances"]
+    else:
+        if "probes" in report:  # the rate the held-out probes chose, and their distances
+            row["learning_rate"] = report["probes"]["learning_rate"]
+            row["rate_distances"] = report["probes"]["distances"]
+        if "best_step" in report:  # where the held-out D was smallest
+            row["best_step"] = report["best_step"]
+            row["held_out_distance"] = report["held_out_distance"]
     if len(outcomes) > 1:
         row["start_distances"] = {b: r["distance"] for b, (r, _) in outcomes.items()}
     return row
@@ -367,14 +385,24 @@ def _distill(model, masks, inputs, reference, start, names, output_metric, logit
         probes = _probe_rates(model, masks, inputs, reference, start, names, output_metric,
                               logits_weight, solver, distill, rates, seed)
     rate = rates[0] if probes is None else probes["learning_rate"]
+    n = batching.num_examples(inputs)
+    stop_early = distill.held_out_checks > 0 and n >= 2
     report = distillation.distill(
         model, masks, inputs, distill.steps, distill.batch_size, rate,
         distill.schedule, names, output_metric, logits_weight, start=start, seed=seed,
         jit_compile=solver.jit_compile, chunk_size=solver.chunk_size,
-        reference_weights=reference)
+        reference_weights=reference,
+        held_out=held_out_rows(n, seed) if stop_early else None,
+        checks=max(1, distill.held_out_checks))
     if probes is not None:
         report["probes"] = probes
     return report
+
+
+def held_out_rows(n: int, seed: int) -> np.ndarray:
+    """The `probe_held_out(n)` calibration rows (sorted) that a stage seeded
+    `seed` holds out, for its rate probes and its early stopping alike."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:probe_held_out(n)])
 
 
 def rate_candidates(learning_rate) -> tuple[float, ...]:
@@ -392,10 +420,10 @@ def _probe_rates(model, masks, inputs, reference, start, names, output_metric, l
     diverged probe's D counts as infinite), "distances" {rate: D},
     "reports" [each probe's distill report], "held_out" (inputs)}."""
     n = batching.num_examples(inputs)
-    held = probe_held_out(n)
-    order = np.random.default_rng(seed).permutation(n)
+    held_rows = held_out_rows(n, seed)
     take = lambda rows: tf.nest.map_structure(lambda a: np.asarray(a)[rows], inputs)  # noqa: E731
-    fit, held_out = take(np.sort(order[held:])), take(np.sort(order[:held]))
+    fit, held_out = take(np.setdiff1d(np.arange(n), held_rows)), take(held_rows)
+    held = len(held_rows)
     distances, reports = [], []
     for rate in rates:
         reports.append(distillation.distill(
@@ -462,7 +490,8 @@ def _check_distillation(settings, method, start) -> None:
     if not isinstance(settings, Distillation):
         raise ValueError(f"distillation_settings must be a Distillation, got "
                          f"{type(settings).__name__}.")
-    for name, least in (("steps", 0), ("batch_size", 1), ("probe_steps", 1)):
+    for name, least in (("steps", 0), ("batch_size", 1), ("probe_steps", 1),
+                        ("held_out_checks", 0)):
         value = getattr(settings, name)
         if not (name == "probe_steps" and value is None):
             _check_integer(f"Distillation.{name}", value, least)
