@@ -61,6 +61,8 @@ flags.DEFINE_integer("probe_steps", 0, "Steps of each rate probe (candidate rate
 flags.DEFINE_list("held_out_checks", ["0"], "Distillation's early stopping: held-out "
                   "checks per stage (0: none, descend on all inputs; k: keep the weights "
                   "nearest the dense function on the probes' held-out 1/8, checked k times).")
+flags.DEFINE_list("distill_schedules", ["cosine"], "Distillation's rate schedules (cosine; "
+                  "restarts: a cosine cycle between held-out checks).")
 flags.DEFINE_list("distill_metrics", ["fisher"], "Output metrics of distillation's distance "
                   "(fisher: KL; euclidean: squared logit error).")
 flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and distillation "
@@ -96,10 +98,13 @@ def configurations():
                 label = "+".join(f"{r:g}" for r in rate) if "+" in text else f"{rate:g}"
                 for metric in FLAGS.distill_metrics:
                     for checks in map(int, FLAGS.held_out_checks):
-                        stop = f"/stop={checks}" if checks else ""
-                        out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}{stop}",
-                                    "distill", {"start": start, "output_metric": metric,
-                                                "distill": (steps, rate, checks)}))
+                        for schedule in FLAGS.distill_schedules:
+                            tail = (f"/stop={checks}" if checks else "") + (
+                                "" if schedule == "cosine" else f"/{schedule}")
+                            out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}"
+                                        f"{tail}", "distill",
+                                        {"start": start, "output_metric": metric,
+                                         "distill": (steps, rate, checks, schedule)}))
     return out
 
 
@@ -109,7 +114,9 @@ def family(name: str) -> str:
     if len(parts) == 1:
         return parts[0]
     stopped = any(p.startswith("stop=") for p in parts)
-    return f"{parts[0]} from {parts[1]}" + (", stopped early" if stopped else "")
+    restarts = "restarts" in parts
+    return f"{parts[0]} from {parts[1]}" + (", stopped early" if stopped else "") + (
+        " (restarts)" if restarts else "")
 
 
 def frontier(rows, sparsity: float, split: str = "validation"):
@@ -142,7 +149,8 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
     kw = dict(kw)
     model.set_weights(dense)
     size, tol = kw.pop("solver", (0, 0.1))
-    steps, rate, *checks = kw.pop("distill", (2000, 1e-3))
+    steps, rate, *stopping = kw.pop("distill", (2000, 1e-3))
+    checks, schedule = (list(stopping) + [0, "cosine"][len(stopping):])[:2]
     solver = projection.Solver(damping=1e-3, max_iterations=cg_iterations, tolerance=tol,
                                curvature_size=size, jit_compile=jit_compile)
     totals = {"gradient_equivalents": 0.0, "seconds": 0.0}
@@ -170,8 +178,7 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
     staged_pruning.prune(
         model, calibration, stages, method=method, solver=solver,
         distillation_settings=staged_pruning.Distillation(
-            steps, batch_size, rate, probe_steps=probe_steps,
-            held_out_checks=checks[0] if checks else 0),
+            steps, batch_size, rate, schedule, probe_steps=probe_steps, held_out_checks=checks),
         batch_size=batch_size, seed=seed, verbose=0, on_stage=on_stage, **kw)
     return rows
 

@@ -51,6 +51,7 @@ from absl import logging
 
 from tfgeo import classification
 from tfgeo import weights as weights_lib
+from tfgeo.sparsify import distillation
 from tfgeo.sparsify import geodesic_pruning as sparsification
 from tfgeo.sparsify import projection
 from tfgeo.sparsify import pruning
@@ -150,8 +151,10 @@ class SparsifyConfig:
                                 "closer (as --projection_start).",
                                 choices=("mask", "layerwise", "closer"))
     distill_schedule: str = option(DISTILLATION.schedule, "Rate schedule of label-free "
-                                   "distillation within a stage: constant, or cosine decay to 0.",
-                                   choices=("constant", "cosine"))
+                                   "distillation within a stage: constant, cosine decay to 0, or "
+                                   "restarts (cosine decay to 0 over each of "
+                                   "--distill_held_out_checks cycles).",
+                                   choices=distillation.SCHEDULES)
     projection_steps: int = option(10, "Gauss-Newton steps of the geodesic projection per "
                                    "stage.", lower=1, upper=10_000)
     projection_layers: str = option("logits", "Representations the geodesic projection keeps: "

@@ -28,7 +28,8 @@ start.save(start_path)
 config = study.SparsifyConfig(
     run=config_lib.RunConfig(output_dir=out, verbose=0),
     start_model=start_path, sparsities=(0.5, 0.8), methods=("geodesic", "distill"),
-    calibration_size=256, projection_steps=2, distill_steps=20, distill_held_out_checks=4)
+    calibration_size=256, projection_steps=2, distill_steps=20, distill_held_out_checks=4,
+    distill_schedule="restarts")
 runner = study.run(config).payload["rows"]
 spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
 frontier = importlib.util.module_from_spec(spec)
@@ -38,8 +39,10 @@ calibration = study.calibration_set(train, 256, 0)
 model = keras.saving.load_model(start_path)
 points = {}
 # distill: the runner's default rate candidates, so both count the rate probes, and
-# early stopping with 4 held-out checks, so both count the checks.
-for method, kw in (("geodesic", {"steps": 2}), ("distill", {"distill": (20, (1e-2, 3e-3), 4)})):
+# early stopping with 4 held-out checks (cosine cycles between them), so both count
+# the checks.
+for method, kw in (("geodesic", {"steps": 2}),
+                   ("distill", {"distill": (20, (1e-2, 3e-3), 4, "restarts")})):
     points[method] = frontier.run_point(model, model.get_weights(), calibration, [0.5, 0.8],
                                         method, method, kw, {"validation": validation})
 print(json.dumps({"runner": runner, "frontier": points}))
@@ -79,17 +82,19 @@ def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
     frontier = load_script("label_free_frontier")
     frontier.FLAGS(["label_free_frontier", "--starts=mask", "--geodesic_steps=",
                     "--distill_steps=1000", "--distill_rates=1e-2+3e-3",
-                    "--held_out_checks=0,16"])
+                    "--held_out_checks=0,4", "--distill_schedules=cosine,restarts"])
     try:
-        distill = [(name, kw) for name, method, kw in frontier.configurations()
+        distill = [(name, kw["distill"]) for name, method, kw in frontier.configurations()
                    if method == "distill"]
     finally:
         frontier.FLAGS.unparse_flags()
+    head, rates = "distill/mask/steps=1000/lr=0.01+0.003/fisher", (1e-2, 3e-3)
     assert distill == [
-        ("distill/mask/steps=1000/lr=0.01+0.003/fisher", {
-            "start": "mask", "output_metric": "fisher", "distill": (1000, (1e-2, 3e-3), 0)}),
-        ("distill/mask/steps=1000/lr=0.01+0.003/fisher/stop=16", {
-            "start": "mask", "output_metric": "fisher", "distill": (1000, (1e-2, 3e-3), 16)})]
+        (head, (1000, rates, 0, "cosine")),
+        (f"{head}/restarts", (1000, rates, 0, "restarts")),
+        (f"{head}/stop=4", (1000, rates, 4, "cosine")),
+        (f"{head}/stop=4/restarts", (1000, rates, 4, "restarts"))]
     # The names without early stopping are those of rows already recorded.
     assert [frontier.family(name) for name, _ in distill] == [
-        "distill from mask", "distill from mask, stopped early"]
+        "distill from mask", "distill from mask (restarts)",
+        "distill from mask, stopped early", "distill from mask, stopped early (restarts)"]

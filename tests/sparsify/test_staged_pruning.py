@@ -414,3 +414,32 @@ def test_bad_early_stopping_input_is_refused_before_any_step(kwargs, message):
         distillation.distill(net, masks, x, steps=5, **kwargs)
     for a, b in zip(before, weights_lib.get_trainable(net)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_restarts_end_each_cycle_as_a_run_of_that_many_steps_would():
+    # "restarts": a cosine decay to 0 over each of the `checks` cycles, so the first
+    # check sees the weights a 10-step cosine run ends with; one cycle is "cosine".
+    net, x = _net()
+    dense = weights_lib.get_trainable(net)
+    masks = pruning.magnitude_masks(dense, 0.7)
+    held = staged_pruning.held_out_rows(len(x), 0)
+
+    def weights_at_checks(steps, checks, schedule):
+        weights_lib.set_trainable(net, dense)
+        seen = {}
+        distillation.distill(net, masks, x, steps=steps, batch_size=32, learning_rate=1e-2,
+                             schedule=schedule, held_out=held, checks=checks,
+                             on_check=lambda k, d: seen.update(
+                                 {k: np.concatenate([w.ravel() for w in
+                                                     weights_lib.get_trainable(net)])}))
+        return seen
+
+    cycles = weights_at_checks(40, 4, "restarts")
+    assert sorted(cycles) == [0, 10, 20, 30, 40]
+    np.testing.assert_allclose(cycles[10], weights_at_checks(10, 1, "cosine")[10],
+                               rtol=1e-5, atol=1e-6)
+    # Later cycles restart at the full rate: they are not the 40-step cosine run's.
+    long = weights_at_checks(40, 4, "cosine")
+    assert np.max(np.abs(cycles[40] - long[40])) > 1e-3
+    np.testing.assert_allclose(weights_at_checks(40, 1, "restarts")[40], long[40],
+                               rtol=1e-5, atol=1e-6)

@@ -41,7 +41,7 @@ from tfgeo import vectors
 from tfgeo import weights as weights_lib
 from tfgeo.sparsify import projection
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "restarts")
 
 
 class _PerCallTracing(logging.Filter):
@@ -74,7 +74,10 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
       replacement per epoch (shuffled by `seed`). The defaults (steps,
       batch_size, schedule) are `prune`'s `Distillation()`; the rate is the
       smaller of its candidates (`prune` probes them; this call takes one).
-    schedule: "constant" or "cosine" (decay to 0 over `steps`).
+    schedule: "constant", "cosine" (decay to 0 over `steps`) or "restarts"
+      (cosine decay to 0 over each of `checks` cycles of ceil(steps /
+      checks) steps, restarting at the rate: each held-out check then sees
+      annealed weights, as a run of that many steps would end).
     layers: as `projection.gauss_newton_projection` (None: the outputs only;
       "hidden": every weighted layer's pre-activation too).
     held_out: rows of `inputs` (M indices) kept out of the descent, or None.
@@ -115,8 +118,13 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
     dtype = model.trainable_variables[0].dtype
     masks = [tf.constant(np.asarray(m), dtype) for m in mask]
     batch = min(int(batch_size), len(fit))
-    rate = (keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
-            if schedule == "cosine" else learning_rate)
+    between = max(1, -(-steps // checks))  # steps between checks: a cycle of "restarts"
+    rate = learning_rate
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
+    elif schedule == "restarts":
+        rate = keras.optimizers.schedules.CosineDecayRestarts(learning_rate, between,
+                                                              t_mul=1.0, m_mul=1.0)
     optimizer = keras.optimizers.Adam(rate)
     optimizer.build(model.trainable_variables)
     rows = lambda tree, at: tf.nest.map_structure(lambda a: np.asarray(a)[at], tree)  # noqa: E731
@@ -162,7 +170,6 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
                               chunk_size), len(held), on_check)
     history, forwards = [], 1  # the reference's forward pass over the N inputs
     every = max(1, steps // 10)
-    between = max(1, -(-steps // checks))
     if check is not None:
         check(0)
     for k, (x, refs) in enumerate(data.take(steps)):

@@ -430,7 +430,7 @@ def _probe_rates(model, masks, inputs, reference, start, names, output_metric, l
             model, masks, fit, distill.probe_length, distill.batch_size, rate, distill.schedule,
             names, output_metric, logits_weight, start=start, seed=seed,
             jit_compile=solver.jit_compile, chunk_size=solver.chunk_size,
-            reference_weights=reference))
+            reference_weights=reference, checks=1))  # one cycle: "restarts" is "cosine"
         d = functional_distance(model, reference, held_out, names, output_metric,
                                 logits_weight, solver.chunk_size)
         distances.append(d if math.isfinite(d) else math.inf)
