@@ -16,7 +16,9 @@ calibration draw and stage seeds for the same --seed). The traced stage
 (steps@rate, cosine schedule) on the stage's 7/8 of the calibration inputs,
 checked --checks times on the other 1/8; validation accuracy is measured at
 every check (only to draw the trace: nothing is chosen by it). Prints a
-table and writes the rows as JSON.
+table and writes the rows as JSON and a plot beside them (held-out D and
+validation accuracy against the step, a line per run; `plot(rows, path)`
+redraws it from the JSON).
 """
 from __future__ import annotations
 
@@ -57,6 +59,24 @@ def parse_run(text: str) -> tuple[int, float]:
     if not rate:
         raise ValueError(f"--runs entries are steps@rate, got {text!r}.")
     return int(steps), float(rate)
+
+
+def plot(rows: dict, path: str) -> str:
+    """Two panels, held-out D and validation accuracy (%) against the step, a
+    line per run of `rows` (the JSON this script writes); returns path."""
+    from tfgeo.experiments import plotting
+
+    def series(key, scale=1.0):
+        return {f"{r['steps']} steps at {r['rate']:g} (kept {r['best_step']})": (
+            [t["step"] for t in r["trace"]], [scale * t[key] for t in r["trace"]])
+            for r in rows["runs"]}
+
+    sparsity = rows["flags"]["sparsity"]
+    return plotting.panel_plot(
+        path, [("functional distance on the held-out 1/8", series("held_out_distance")),
+               ("validation accuracy (%)", series("validation_accuracy", 100.0))],
+        xlabel="distillation step", title=f"one stage's distillation at {100 * sparsity:g}% "
+        f"sparsity: held-out distance against validation accuracy")
 
 
 def main(_):
@@ -119,6 +139,7 @@ def main(_):
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
         with open(FLAGS.output, "w") as f:
             json.dump(out, f, indent=1)
+        print(f"wrote {FLAGS.output} and {plot(out, os.path.splitext(FLAGS.output)[0] + '.png')}")
 
 
 if __name__ == "__main__":

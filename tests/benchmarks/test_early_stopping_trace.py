@@ -34,6 +34,7 @@ def test_the_trace_is_the_stage_prune_runs(tmp_path):
         cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "kept step" in proc.stdout
+    assert (tmp_path / "trace.png").stat().st_size > 10_000
     run, = json.loads(out.read_text())["runs"]
     trace = run["trace"]
     assert [t["step"] for t in trace] == [0, 10, 20, 30, 40]

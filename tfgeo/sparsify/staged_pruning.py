@@ -76,7 +76,11 @@ class Distillation(NamedTuple):
     labels: it descends on the probes' 7/8 of the inputs, measures D on
     their held-out 1/8 at the start and k times along the way, and keeps the
     weights nearest the reference there (`distillation.distill`'s
-    `held_out`); 0 descends on all the inputs for `steps`."""
+    `held_out`); with `schedule="restarts"` each check ends a cosine cycle.
+    0 (the default) descends on all the inputs for `steps`: on the VGG11
+    stopping early gained 1.7-3.3 points at 98% but lost up to 0.3 at
+    90-95%, and it lost 0.1-0.6 at 98% on LeNet-5 and LeNet-300-100
+    (sparsification docs, "Stopping early without labels")."""
     steps: int = 4000
     batch_size: int = 256
     learning_rate: float | tuple = (1e-2, 3e-3)
