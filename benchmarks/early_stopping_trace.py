@@ -63,13 +63,15 @@ def parse_run(text: str) -> tuple[int, float]:
 
 def plot(rows: dict, path: str) -> str:
     """Two panels, held-out D and validation accuracy (%) against the step, a
-    line per run of `rows` (the JSON this script writes); returns path."""
+    line per run of `rows` (the JSON this script writes); returns path. The
+    masked start (step 0), far above the rest, is left out so the minimum
+    shows."""
     from tfgeo.experiments import plotting
 
     def series(key, scale=1.0):
         return {f"{r['steps']} steps at {r['rate']:g} (kept {r['best_step']})": (
-            [t["step"] for t in r["trace"]], [scale * t[key] for t in r["trace"]])
-            for r in rows["runs"]}
+            [t["step"] for t in r["trace"] if t["step"]],
+            [scale * t[key] for t in r["trace"] if t["step"]]) for r in rows["runs"]}
 
     sparsity = rows["flags"]["sparsity"]
     return plotting.panel_plot(
