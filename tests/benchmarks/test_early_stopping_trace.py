@@ -55,10 +55,10 @@ def test_the_trace_is_the_stage_prune_runs(tmp_path):
     assert last["held_out_distance"] == pytest.approx(kept["held_out_distance"], rel=1e-4)
 
 
-def test_bad_runs_are_named():
-    from tests.benchmarks import load_script
-
-    trace = load_script("early_stopping_trace")
-    assert trace.parse_run("4000@3e-3") == (4000, 3e-3)
-    with pytest.raises(ValueError, match="steps@rate"):
-        trace.parse_run("4000")
+def test_bad_runs_are_named_before_anything_loads(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/early_stopping_trace.py", "--dataset=digits",
+         f"--start_model={tmp_path / 'none.keras'}", "--runs=4000"],
+        cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "steps@rate" in proc.stderr and "'4000'" in proc.stderr

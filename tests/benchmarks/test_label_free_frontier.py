@@ -76,25 +76,32 @@ def test_the_frontier_counts_gradient_equivalents_as_the_runner_does(tmp_path):
         assert p["functional_distance"] == pytest.approx(r["functional_distance"], rel=1e-3)
 
 
-def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
-    from tests.benchmarks import load_script
+_CONFIGURATIONS = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
+frontier = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(frontier)
+frontier.FLAGS(["label_free_frontier"] + sys.argv[1:])
+print(json.dumps([(name, kw["distill"], frontier.family(name))
+                  for name, method, kw in frontier.configurations() if method == "distill"]))
+"""
 
-    frontier = load_script("label_free_frontier")
-    frontier.FLAGS(["label_free_frontier", "--starts=mask", "--geodesic_steps=",
-                    "--distill_steps=1000", "--distill_rates=1e-2+3e-3",
-                    "--held_out_checks=0,4", "--distill_schedules=cosine,restarts"])
-    try:
-        distill = [(name, kw["distill"]) for name, method, kw in frontier.configurations()
-                   if method == "distill"]
-    finally:
-        frontier.FLAGS.unparse_flags()
-    head, rates = "distill/mask/steps=1000/lr=0.01+0.003/fisher", (1e-2, 3e-3)
+
+def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
+    # In a subprocess: the script defines absl flags, as other benchmark scripts do.
+    proc = subprocess.run([sys.executable, "-c", _CONFIGURATIONS, "--starts=mask",
+                           "--geodesic_steps=", "--distill_steps=1000",
+                           "--distill_rates=1e-2+3e-3", "--held_out_checks=0,4",
+                           "--distill_schedules=cosine,restarts"],
+                          cwd=ROOT, env=runner_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    distill = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The names without early stopping or restarts are those of rows already recorded.
+    head, rates = "distill/mask/steps=1000/lr=0.01+0.003/fisher", [1e-2, 3e-3]
     assert distill == [
-        (head, (1000, rates, 0, "cosine")),
-        (f"{head}/restarts", (1000, rates, 0, "restarts")),
-        (f"{head}/stop=4", (1000, rates, 4, "cosine")),
-        (f"{head}/stop=4/restarts", (1000, rates, 4, "restarts"))]
-    # The names without early stopping are those of rows already recorded.
-    assert [frontier.family(name) for name, _ in distill] == [
-        "distill from mask", "distill from mask (restarts)",
-        "distill from mask, stopped early", "distill from mask, stopped early (restarts)"]
+        [head, [1000, rates, 0, "cosine"], "distill from mask"],
+        [f"{head}/restarts", [1000, rates, 0, "restarts"], "distill from mask (restarts)"],
+        [f"{head}/stop=4", [1000, rates, 4, "cosine"], "distill from mask, stopped early"],
+        [f"{head}/stop=4/restarts", [1000, rates, 4, "restarts"],
+         "distill from mask, stopped early (restarts)"]]
