@@ -10,8 +10,8 @@ early stopping keeps the weights of the smallest held-out D.
 
 The path to the traced stage (--path, e.g. 80 -> 90 -> 95%) is
 `tfgeo.sparsify.prune` with --path_steps of masked Adam at --path_rate per
-stage (stopped early with --path_checks), as `benchmarks/label_free_frontier.py` runs it (same split,
-calibration draw and stage seeds for the same --seed). The traced stage
+stage (stopped early with --path_checks), as `benchmarks/label_free_frontier.py`
+runs it (same split, calibration draw and stage seeds for the same --seed). The traced stage
 (--sparsity) is then distilled from that network once per --runs entry
 (steps@rate, cosine schedule) on the stage's 7/8 of the calibration inputs,
 checked --checks times on the other 1/8; validation accuracy is measured at

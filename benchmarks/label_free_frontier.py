@@ -87,7 +87,7 @@ def configurations():
                     for tol in map(float, FLAGS.cg_tolerances):
                         kw = {"start": start, "steps": steps, "solver": (size, tol)}
                         if prelude is not None:
-                            kw["distill"] = (int(prelude[0]), float(prelude[1]))
+                            kw["distill"] = (int(prelude[0]), float(prelude[1]), 0, "cosine")
                         out.append((f"geodesic/{label}/steps={steps}/curv={size}/tol={tol:g}",
                                     "geodesic", kw))
         if start == "distill":
@@ -149,8 +149,7 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
     kw = dict(kw)
     model.set_weights(dense)
     size, tol = kw.pop("solver", (0, 0.1))
-    steps, rate, *stopping = kw.pop("distill", (2000, 1e-3))
-    checks, schedule = (list(stopping) + [0, "cosine"][len(stopping):])[:2]
+    steps, rate, checks, schedule = kw.pop("distill", (2000, 1e-3, 0, "cosine"))
     solver = projection.Solver(damping=1e-3, max_iterations=cg_iterations, tolerance=tol,
                                curvature_size=size, jit_compile=jit_compile)
     totals = {"gradient_equivalents": 0.0, "seconds": 0.0}

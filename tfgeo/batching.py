@@ -8,6 +8,7 @@ last smaller chunk, and returns the example-weighted mean of the results.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -18,6 +19,12 @@ def num_examples(inputs) -> int:
     if n is None:
         raise ValueError("Chunked products need inputs with a static number of examples.")
     return int(n)
+
+
+def take_rows(inputs, rows):
+    """The rows `rows` (indices) of an input batch as NumPy arrays (an array or a
+    dict of arrays): a calibration subset, a memory's share of a task."""
+    return tf.nest.map_structure(lambda a: np.asarray(a)[rows], inputs)
 
 
 def _slice(inputs, start, size):

@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfgeo import batching
 from tfgeo import distribute
 from tfgeo import model_checks
 from tfgeo import classification
@@ -111,10 +112,6 @@ def memory_rows(task: TaskData, position: int, share: int, seed: int = 0) -> np.
     return order[:min(share, len(order))]
 
 
-def _rows(x, pick):
-    return tf.nest.map_structure(lambda a: np.asarray(a)[pick], x)
-
-
 def memory(tasks, size: int, seed: int = 0, with_labels: bool = False):
     """The memory of `tasks` (earlier tasks, in order): `size` rows split evenly
     (`memory_shares`, rows by `memory_rows`). Returns their inputs, or (inputs,
@@ -124,7 +121,7 @@ def memory(tasks, size: int, seed: int = 0, with_labels: bool = False):
     xs, ys = [], []
     for i, (t, share) in enumerate(zip(tasks, memory_shares(len(tasks), size))):
         pick = memory_rows(t, i, share, seed)
-        xs.append(_rows(t.x, pick))
+        xs.append(batching.take_rows(t.x, pick))
         ys.append(np.asarray(t.y)[pick])
     inputs = tf.nest.map_structure(lambda *a: np.concatenate(a), *xs)
     return (inputs, np.concatenate(ys).astype(np.int32)) if with_labels else inputs
@@ -148,7 +145,7 @@ def store_outputs(model, tasks, position: int, size: int, seed: int) -> np.ndarr
     ever hold (its share on entering), computed right after the task is learnt."""
     t = tasks[position]
     rows = memory_rows(t, position, memory_shares(position + 1, size)[position], seed)
-    return replay.network_logits(model, _rows(t.x, rows))
+    return replay.network_logits(model, batching.take_rows(t.x, rows))
 
 
 # Learning one task.
@@ -202,7 +199,7 @@ def _ewc(model, tasks, index, s, state, seed, memory_seed, jit, verbose):
     previous = tasks[index - 1]
     n = min(s.fisher_examples, len(previous.y))
     pick = np.random.default_rng(seed).choice(len(previous.y), n, replace=False)
-    penalised.consolidate(ewc.diagonal_fisher(model, _rows(previous.x, pick)))
+    penalised.consolidate(ewc.diagonal_fisher(model, batching.take_rows(previous.x, pick)))
     _compile_adam(penalised, s, jit)
     return _fit_epochs(penalised, [tasks[index]], s, seed, verbose)
 

@@ -131,10 +131,9 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
                                                               t_mul=1.0, m_mul=1.0)
     optimizer = keras.optimizers.Adam(rate)
     optimizer.build(model.trainable_variables)
-    rows = lambda tree, at: tf.nest.map_structure(lambda a: np.asarray(a)[at], tree)  # noqa: E731
     fitting = (inputs, tuple(ref.values))
     if held is not None:
-        fitting = rows(fitting, fit)
+        fitting = batching.take_rows(fitting, fit)
     data = tf.data.Dataset.from_tensor_slices(fitting).shuffle(
         len(fit), seed=seed, reshuffle_each_iteration=True)
     data = data.repeat().batch(batch, drop_remainder=True)
@@ -170,8 +169,9 @@ def distill(model: keras.Model, mask, inputs, steps: int = 4000, batch_size: int
 
     full = _mean_distance(ref, metric, run, inputs, ref.values, chunk_size)
     check = None if held is None else _HeldOutCheck(
-        model, _mean_distance(ref, metric, run, rows(inputs, held), rows(ref.values, held),
-                              chunk_size), len(held), on_check)
+        model, _mean_distance(ref, metric, run, batching.take_rows(inputs, held),
+                              batching.take_rows(ref.values, held), chunk_size),
+        len(held), on_check)
     history, forwards = [], 1  # the reference's forward pass over the N inputs
     every = max(1, steps // 10)
     if check is not None:

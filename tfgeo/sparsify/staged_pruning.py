@@ -380,8 +380,9 @@ def _distill(model, masks, inputs, reference, start, names, output_metric, logit
     """`distillation.distill` with `distill`'s settings; with several candidate
     rates, the rate chosen by `_probe_rates` first."""
     rates = rate_candidates(distill.learning_rate)
+    n = batching.num_examples(inputs)
     probes = None
-    if len(rates) > 1 and batching.num_examples(inputs) < 2:
+    if len(rates) > 1 and n < 2:
         # Nothing to hold out: the smallest candidate, the one that never failed.
         logging.warning("One calibration input: no rate probes, distilling at %g.", min(rates))
         rates = (min(rates),)
@@ -389,7 +390,6 @@ def _distill(model, masks, inputs, reference, start, names, output_metric, logit
         probes = _probe_rates(model, masks, inputs, reference, start, names, output_metric,
                               logits_weight, solver, distill, rates, seed)
     rate = rates[0] if probes is None else probes["learning_rate"]
-    n = batching.num_examples(inputs)
     stop_early = distill.held_out_checks > 0 and n >= 2
     report = distillation.distill(
         model, masks, inputs, distill.steps, distill.batch_size, rate,
@@ -425,8 +425,8 @@ def _probe_rates(model, masks, inputs, reference, start, names, output_metric, l
     "reports" [each probe's distill report], "held_out" (inputs)}."""
     n = batching.num_examples(inputs)
     held_rows = held_out_rows(n, seed)
-    take = lambda rows: tf.nest.map_structure(lambda a: np.asarray(a)[rows], inputs)  # noqa: E731
-    fit, held_out = take(np.setdiff1d(np.arange(n), held_rows)), take(held_rows)
+    fit = batching.take_rows(inputs, np.setdiff1d(np.arange(n), held_rows))
+    held_out = batching.take_rows(inputs, held_rows)
     held = len(held_rows)
     distances, reports = [], []
     for rate in rates:
