@@ -74,15 +74,16 @@ def select(model: keras.Model, names=None) -> list[WeightedLayer]:
 
 
 class Seen(NamedTuple):
-    inputs: dict  # name -> the layer's input tensor
+    inputs: dict  # name -> the layer's input tensor (at its last call)
     preactivations: dict  # name -> W a + b, before the layer's activation
+    calls: dict  # name -> how many times the layer was called (recorded with inputs)
 
 
 @contextlib.contextmanager
 def capture(layers, inputs: bool = True, preactivations: bool = True):
     """Records the inputs and/or pre-activations of `layers` (WeightedLayers)
     during the calls made inside the block; yields a `Seen`."""
-    seen = Seen({}, {})
+    seen = Seen({}, {}, {})
     patched = []
     try:
         for w in layers:
@@ -91,7 +92,7 @@ def capture(layers, inputs: bool = True, preactivations: bool = True):
             old_call, old_activation = layer.call, layer.activation
             patched.append((layer, own_call, old_call, old_activation))
             if inputs:
-                layer.call = _recording_call(old_call, seen.inputs, w.name)
+                layer.call = _recording_call(old_call, seen.inputs, seen.calls, w.name)
             if preactivations:
                 layer.activation = _recording_activation(old_activation, seen.preactivations,
                                                          w.name)
@@ -105,9 +106,10 @@ def capture(layers, inputs: bool = True, preactivations: bool = True):
             layer.activation = old_activation
 
 
-def _recording_call(call, store, name):
+def _recording_call(call, store, calls, name):
     def recording(x, *args, **kwargs):
         store[name] = x
+        calls[name] = calls.get(name, 0) + 1
         return call(x, *args, **kwargs)
 
     return recording

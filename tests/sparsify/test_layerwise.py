@@ -183,6 +183,32 @@ def test_bad_masks_and_inputs_are_refused():
         layerwise.reconstruct(model, ones, x[:0])
 
 
+
+def test_only_layers_called_twice_are_named_shared(tmp_path, caplog):
+    # A loaded Sequential model and a layer reused in a second model carry
+    # several Keras nodes per layer, yet each layer is called once per pass;
+    # only the layer this model calls twice is refit to one of its calls.
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="a"),
+                              keras.layers.Dense(3, name="b")])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    keras.Model(loaded.inputs, loaded.get_layer("a").output)  # "a" gains a node
+    assert len(loaded.get_layer("a")._inbound_nodes) > 1  # what misled the node count
+    masks = [np.ones(v.shape) for v in loaded.trainable_variables]
+    with caplog.at_level("WARNING"):
+        layerwise.reconstruct(loaded, masks, x)
+    assert "shared" not in caplog.text
+
+    inputs = keras.Input((6,))
+    twice = keras.layers.Dense(6, activation="tanh", name="twice")
+    shared = keras.Model(inputs, keras.layers.Dense(3, name="b")(twice(twice(inputs))))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        layerwise.reconstruct(shared, [np.ones(v.shape) for v in shared.trainable_variables], x)
+    assert "shared layer(s) twice " in caplog.text
+
+
 @pytest.fixture(scope="module")
 def digits_mlp():
     keras.utils.set_random_seed(0)

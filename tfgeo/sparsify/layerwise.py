@@ -200,10 +200,10 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
     _num_examples(inputs)
     masks = check_masks(model, masks)
     layers = representations.weighted_layers(model)
-    _warn_unrefit(model, layers, masks)
     dense = weights_lib.get_trainable(model)
     one_shot = [(w * m).astype(w.dtype) for w, m in zip(dense, masks)]
     forward = _Forward(model)
+    _warn_unrefit(model, layers, masks, forward, forward.values(dense), inputs)
     report = {w.name: {} for w in layers}
 
     # "before": the one-shot network against the dense one, every layer in one pass.
@@ -245,16 +245,24 @@ def reconstruct(model: keras.Model, masks, inputs, ridge: float = 1e-4, refit_bi
     return new, report
 
 
-def _warn_unrefit(model, layers, masks) -> None:
+def _warn_unrefit(model, layers, masks, forward, values, inputs) -> None:
     """Logs one warning naming the layers this reconstruction cannot do justice
     to: pruned tensors outside Dense/Conv2D layers (depthwise, separable,
     embedding, attention, recurrent kernels), which keep their masked values,
-    and shared layers, which are refit to their last call only."""
+    and shared layers, which are refit to their last call only.
+
+    A layer is shared when one forward pass (of the first input) calls it more
+    than once. Keras's node count cannot tell: a loaded `Sequential` model
+    holds one inbound node per layer for every rebuild of its graph (23 on the
+    first conv of a loaded VGG11), and a layer reused in another model has
+    nodes there too."""
     refit = {i for w in layers for i in (w.kernel, w.bias) if i is not None}
     variables = model.trainable_variables
     masked = sorted({v.path.rsplit("/", 1)[0] for i, (v, m) in enumerate(zip(variables, masks))
                      if i not in refit and not np.all(m)})
-    shared = [w.name for w in layers if len(getattr(w.layer, "_inbound_nodes", ())) > 1]
+    calls = forward(values, next(_chunks(inputs, 1)), layers,
+                    preactivations=False).calls
+    shared = [w.name for w in layers if calls.get(w.name, 0) > 1]
     if masked:
         logging.warning("layerwise.reconstruct refits Dense and Conv2D layers only; %s keep "
                         "their masked (one-shot) values.", ", ".join(masked))
