@@ -69,6 +69,8 @@ flags.DEFINE_list("starts", ["mask", "layerwise"], "Starts of the geodesic and d
                   "(distill: the geodesic after each of --preludes).")
 flags.DEFINE_list("preludes", ["250:3e-3"], "steps:rate of the short distillations the "
                   "geodesic starts from with start distill.")
+flags.DEFINE_bool("baselines", True, "Run layer-wise reconstruction and one-shot magnitude "
+                  "pruning first (--nobaselines: only the configurations asked for).")
 flags.DEFINE_integer("batch_size", 256, "The gradient-equivalents' batch, distillation's batch.")
 flags.DEFINE_bool("graph", False, "Graph mode instead of XLA (conv nets on CPU).")
 flags.DEFINE_string("output", "runs/frontier/frontier.json", "Rows (JSON); the plot beside it.")
@@ -77,7 +79,8 @@ flags.DEFINE_float("plot_floor", 0.9, "Lowest accuracy the plot shows (points be
 
 def configurations():
     """(name, method, keyword arguments of `prune`) of every point to run."""
-    out = [("layerwise", "layerwise", {}), ("magnitude", "magnitude", {"mask": "magnitude"})]
+    out = [("layerwise", "layerwise", {}), ("magnitude", "magnitude", {"mask": "magnitude"})
+           ] if FLAGS.baselines else []
     for start in FLAGS.starts:
         preludes = [p.split(":") for p in FLAGS.preludes] if start == "distill" else [None]
         for prelude in preludes:

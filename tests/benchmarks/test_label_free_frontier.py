@@ -105,3 +105,25 @@ def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
         [f"{head}/stop=4", [1000, rates, 4, "cosine"], "distill from mask, stopped early"],
         [f"{head}/stop=4/restarts", [1000, rates, 4, "restarts"],
          "distill from mask, stopped early (restarts)"]]
+
+
+_NAMES = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
+frontier = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(frontier)
+frontier.FLAGS(["label_free_frontier"] + sys.argv[1:])
+print(json.dumps([name for name, _, _ in frontier.configurations()]))
+"""
+
+
+@pytest.mark.parametrize("flag,baselines", [("--baselines", ["layerwise", "magnitude"]),
+                                            ("--nobaselines", [])])
+def test_baselines_run_first_unless_left_out(flag, baselines):
+    proc = subprocess.run([sys.executable, "-c", _NAMES, flag, "--starts=mask",
+                           "--geodesic_steps=", "--distill_steps=1000", "--distill_rates=3e-3"],
+                          cwd=ROOT, env=runner_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == baselines + [
+        "distill/mask/steps=1000/lr=0.003/fisher"]

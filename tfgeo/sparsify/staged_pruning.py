@@ -152,7 +152,9 @@ def prune(model: keras.Model, inputs, sparsity: float | Sequence[float], *,
       model: a built Keras model whose outputs are logits (a final softmax is
         refused: its Fisher would be wrong).
       inputs: unlabelled calibration inputs, an array [N, ...] (or a dict of
-        arrays) that the model accepts; every method sees all N.
+        arrays) that the model accepts; every method sees all N. More is
+        better for distillation, whose cost per step does not grow with N
+        (layer-wise's and the projection's do, in proportion).
       sparsity: the final sparsity in [0, 1) (one stage), or the increasing
         sparsities of successive stages, e.g. [0.9, 0.95, 0.98].
       method: "geodesic", "layerwise", "distill" or "magnitude" (module docstring).
