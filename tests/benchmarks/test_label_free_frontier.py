@@ -82,48 +82,39 @@ spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free
 frontier = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(frontier)
 frontier.FLAGS(["label_free_frontier"] + sys.argv[1:])
-print(json.dumps([(name, kw["distill"], frontier.family(name))
-                  for name, method, kw in frontier.configurations() if method == "distill"]))
+print(json.dumps([(name, method, kw.get("distill"), frontier.family(name))
+                  for name, method, kw in frontier.configurations()]))
 """
+
+
+def _configurations(*flags) -> list:
+    """[name, method, distill settings or None, family] of every configuration the
+    script runs under `flags`. In a subprocess: the script defines absl flags, as
+    other benchmark scripts do, and two in one process collide."""
+    proc = subprocess.run([sys.executable, "-c", _CONFIGURATIONS, *flags], cwd=ROOT,
+                          env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_early_stopped_distillation_is_its_own_line_on_the_frontier():
-    # In a subprocess: the script defines absl flags, as other benchmark scripts do.
-    proc = subprocess.run([sys.executable, "-c", _CONFIGURATIONS, "--starts=mask",
-                           "--geodesic_steps=", "--distill_steps=1000",
-                           "--distill_rates=1e-2+3e-3", "--held_out_checks=0,4",
-                           "--distill_schedules=cosine,restarts"],
-                          cwd=ROOT, env=runner_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    distill = json.loads(proc.stdout.strip().splitlines()[-1])
+    distill = [(name, settings, fam) for name, method, settings, fam in _configurations(
+        "--starts=mask", "--geodesic_steps=", "--distill_steps=1000", "--distill_rates=1e-2+3e-3",
+        "--held_out_checks=0,4", "--distill_schedules=cosine,restarts") if method == "distill"]
     # The names without early stopping or restarts are those of rows already recorded.
     head, rates = "distill/mask/steps=1000/lr=0.01+0.003/fisher", [1e-2, 3e-3]
     assert distill == [
-        [head, [1000, rates, 0, "cosine"], "distill from mask"],
-        [f"{head}/restarts", [1000, rates, 0, "restarts"], "distill from mask (restarts)"],
-        [f"{head}/stop=4", [1000, rates, 4, "cosine"], "distill from mask, stopped early"],
-        [f"{head}/stop=4/restarts", [1000, rates, 4, "restarts"],
-         "distill from mask, stopped early (restarts)"]]
-
-
-_NAMES = r"""
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("frontier", "benchmarks/label_free_frontier.py")
-frontier = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(frontier)
-frontier.FLAGS(["label_free_frontier"] + sys.argv[1:])
-print(json.dumps([name for name, _, _ in frontier.configurations()]))
-"""
+        (head, [1000, rates, 0, "cosine"], "distill from mask"),
+        (f"{head}/restarts", [1000, rates, 0, "restarts"], "distill from mask (restarts)"),
+        (f"{head}/stop=4", [1000, rates, 4, "cosine"], "distill from mask, stopped early"),
+        (f"{head}/stop=4/restarts", [1000, rates, 4, "restarts"],
+         "distill from mask, stopped early (restarts)")]
 
 
 @pytest.mark.parametrize("flag,baselines", [("--baselines", ["layerwise", "magnitude"]),
                                             ("--nobaselines", [])])
 def test_baselines_run_first_unless_left_out(flag, baselines):
-    proc = subprocess.run([sys.executable, "-c", _NAMES, flag, "--starts=mask",
-                           "--geodesic_steps=", "--distill_steps=1000", "--distill_rates=3e-3"],
-                          cwd=ROOT, env=runner_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == baselines + [
-        "distill/mask/steps=1000/lr=0.003/fisher"]
+    names = [name for name, *_ in _configurations(
+        flag, "--starts=mask", "--geodesic_steps=", "--distill_steps=1000",
+        "--distill_rates=3e-3")]
+    assert names == baselines + ["distill/mask/steps=1000/lr=0.003/fisher"]

@@ -183,7 +183,6 @@ def test_bad_masks_and_inputs_are_refused():
         layerwise.reconstruct(model, ones, x[:0])
 
 
-
 def test_only_layers_called_twice_are_named_shared(tmp_path, caplog):
     # A loaded Sequential model and a layer reused in a second model carry
     # several Keras nodes per layer, yet each layer is called once per pass;
