@@ -107,7 +107,8 @@ def main(_):
         staged_pruning.prune(model, calibration, path, seed=FLAGS.seed, verbose=1,
                              distillation_settings=staged_pruning.Distillation(
                                  FLAGS.path_steps, FLAGS.batch_size, FLAGS.path_rate,
-                                 held_out_checks=FLAGS.path_checks))
+                                 held_out_checks=FLAGS.path_checks,
+                                 intermediate_fraction=1.0))
     current = weights_lib.get_trainable(model)
     print(f"path {path}: validation {accuracy():.4f} [{time.time() - began:.0f} s]", flush=True)
     # The traced stage as `prune` would run it: its masks from the current network

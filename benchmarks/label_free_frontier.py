@@ -53,7 +53,8 @@ flags.DEFINE_list("curvature_sizes", ["0", "2048"], "Curvature subsets of the pr
                   "(0: all calibration inputs).")
 flags.DEFINE_list("cg_tolerances", ["0.1"], "CG relative residuals of the projection.")
 flags.DEFINE_integer("cg_iterations", 50, "Most CG iterations per solve.")
-flags.DEFINE_list("distill_steps", ["250", "1000", "4000"], "Distillation steps per stage.")
+flags.DEFINE_list("distill_steps", ["250", "1000", "4000"], "Distillation steps per stage "
+                  "(a:b:...: one count per stage of --sparsities).")
 flags.DEFINE_list("distill_rates", ["3e-4", "1e-3", "3e-3"], "Distillation Adam rates; "
                   "'1e-2+3e-3' lets each stage's probes choose among the candidates.")
 flags.DEFINE_integer("probe_steps", 0, "Steps of each rate probe (candidate rates only; "
@@ -95,7 +96,7 @@ def configurations():
                                     "geodesic", kw))
         if start == "distill":
             continue
-        for steps in map(int, FLAGS.distill_steps):
+        for steps in map(stage_steps, FLAGS.distill_steps):
             for text in FLAGS.distill_rates:
                 rate = tuple(map(float, text.split("+"))) if "+" in text else float(text)
                 label = "+".join(f"{r:g}" for r in rate) if "+" in text else f"{rate:g}"
@@ -104,11 +105,20 @@ def configurations():
                         for schedule in FLAGS.distill_schedules:
                             tail = (f"/stop={checks}" if checks else "") + (
                                 "" if schedule == "cosine" else f"/{schedule}")
-                            out.append((f"distill/{start}/steps={steps}/lr={label}/{metric}"
+                            count = ":".join(map(str, steps)) if isinstance(steps, tuple) \
+                                else steps
+                            out.append((f"distill/{start}/steps={count}/lr={label}/{metric}"
                                         f"{tail}", "distill",
                                         {"start": start, "output_metric": metric,
                                          "distill": (steps, rate, checks, schedule)}))
     return out
+
+
+def stage_steps(text: str):
+    """A --distill_steps entry: an integer, or a tuple of them from "a:b:...",
+    one per stage."""
+    counts = tuple(int(t) for t in text.split(":"))
+    return counts[0] if len(counts) == 1 else counts
 
 
 def family(name: str) -> str:
@@ -180,7 +190,8 @@ def run_point(model, dense, calibration, stages, name: str, method: str, kw: dic
     staged_pruning.prune(
         model, calibration, stages, method=method, solver=solver,
         distillation_settings=staged_pruning.Distillation(
-            steps, batch_size, rate, schedule, probe_steps=probe_steps, held_out_checks=checks),
+            steps, batch_size, rate, schedule, probe_steps=probe_steps, held_out_checks=checks,
+            intermediate_fraction=1.0),  # --distill_steps: per stage, or "a:b:..."
         batch_size=batch_size, seed=seed, verbose=0, on_stage=on_stage, **kw)
     return rows
 

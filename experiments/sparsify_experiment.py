@@ -129,9 +129,13 @@ class SparsifyConfig:
     distill_mask: str = option("magnitude_dense", "Mask choice of label-free distillation "
                                "(as --layerwise_mask).", choices=MASKS)
     distill_steps: int = option(DISTILLATION.steps,
-                                "Masked Adam steps of label-free distillation per stage "
-                                "(batches of --batch_size calibration inputs).", lower=0,
+                                "Masked Adam steps of label-free distillation in the last "
+                                "stage (the others: --distill_intermediate_fraction of them; "
+                                "batches of --batch_size calibration inputs).", lower=0,
                                 upper=10_000_000)
+    distill_intermediate_fraction: float = option(
+        DISTILLATION.intermediate_fraction, "Every stage but the last distils this fraction of "
+        "--distill_steps (1: as many as the last).", lower=0.0, upper=1e6)
     distill_learning_rate: tuple = option(
         staged_pruning.rate_candidates(DISTILLATION.learning_rate),
         "Adam rate of label-free distillation, or several candidates: then each stage's "
@@ -140,7 +144,7 @@ class SparsifyConfig:
         element=float, lower=0.0, lower_open=True, upper=10.0, nonempty=True, unique=True)
     distill_probe_steps: int = option(DISTILLATION.probe_steps or 0, "Steps of each rate "
                                       "probe (with several --distill_learning_rate; 0: an "
-                                      "eighth of --distill_steps).", lower=0,
+                                      "eighth of --distill_steps, at every stage).", lower=0,
                                       upper=10_000_000)
     distill_held_out_checks: int = option(
         DISTILLATION.held_out_checks, "Early stopping of label-free distillation without "
@@ -310,7 +314,9 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
             config.distill_steps, config.batch_size,
             config.distill_learning_rate[0] if len(config.distill_learning_rate) == 1
             else tuple(config.distill_learning_rate), config.distill_schedule,
-            config.distill_probe_steps or None, config.distill_held_out_checks),
+            config.distill_probe_steps or None, config.distill_held_out_checks,
+            config.distill_intermediate_fraction).for_stage(stage.k,
+                                                                 len(schedule(config))),
         reference=stage.dense if reference is None else reference, allocation=stage.dense,
         batch_size=config.batch_size, seed=None, verbose=0)
     result, = report.stages

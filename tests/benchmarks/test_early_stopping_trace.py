@@ -49,7 +49,8 @@ def test_the_trace_is_the_stage_prune_runs(tmp_path):
     model = keras.models.load_model(tmp_path / "start.keras")
     report = staged_pruning.prune(
         model, study.calibration_set(train, 256, 0), [0.5, 0.8], verbose=0, seed=0,
-        distillation_settings=staged_pruning.Distillation(40, 256, 3e-3, held_out_checks=4))
+        distillation_settings=staged_pruning.Distillation(40, 256, 3e-3, held_out_checks=4,
+                                                          intermediate_fraction=1.0))
     last = report.stages[-1]
     assert last["best_step"] == run["best_step"]
     assert last["held_out_distance"] == pytest.approx(kept["held_out_distance"], rel=1e-4)

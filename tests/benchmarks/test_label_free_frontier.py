@@ -40,9 +40,10 @@ model = keras.saving.load_model(start_path)
 points = {}
 # distill: the runner's default rate candidates, so both count the rate probes, and
 # early stopping with 4 held-out checks (cosine cycles between them), so both count
-# the checks.
+# the checks; the runner's default quarter of its 20 steps before the last stage is
+# the script's "5:20".
 for method, kw in (("geodesic", {"steps": 2}),
-                   ("distill", {"distill": (20, (1e-2, 3e-3), 4, "restarts")})):
+                   ("distill", {"distill": ((5, 20), (1e-2, 3e-3), 4, "restarts")})):
     points[method] = frontier.run_point(model, model.get_weights(), calibration, [0.5, 0.8],
                                         method, method, kw, {"validation": validation})
 print(json.dumps({"runner": runner, "frontier": points}))
@@ -65,6 +66,8 @@ def test_the_frontier_counts_gradient_equivalents_as_the_runner_does(tmp_path):
                                                                      rel=1e-9), method
         assert points[-1]["gradient_equivalents"] == pytest.approx(
             sum(r["gradient_equivalents"] for r in runner), rel=1e-9)
+    assert [p["stage_gradient_equivalents"] for p in got["frontier"]["distill"]][0] < [
+        p["stage_gradient_equivalents"] for p in got["frontier"]["distill"]][1]
     # Both chose the distillation's rate by the probes and stopped it early, and record
     # both.
     for key in ("learning_rate", "best_step"):
@@ -118,3 +121,11 @@ def test_baselines_run_first_unless_left_out(flag, baselines):
         flag, "--starts=mask", "--geodesic_steps=", "--distill_steps=1000",
         "--distill_rates=3e-3")]
     assert names == baselines + ["distill/mask/steps=1000/lr=0.003/fisher"]
+
+
+def test_per_stage_step_counts_name_their_configuration_stage_by_stage():
+    distill = [(name, settings[0]) for name, method, settings, _ in _configurations(
+        "--starts=mask", "--geodesic_steps=", "--distill_steps=1000,250:4000",
+        "--distill_rates=3e-3", "--nobaselines")]
+    assert distill == [("distill/mask/steps=1000/lr=0.003/fisher", 1000),
+                       ("distill/mask/steps=250:4000/lr=0.003/fisher", [250, 4000])]

@@ -21,7 +21,8 @@ def test_shortened_mnist_run(tmp_path):
                 f"--manual_dir={MNIST}", "--train_examples=6000", "--train_epochs=5",
                 "--sparsities=0.8,0.95", "--calibration_size=512", "--projection_steps=3",
                 "--cg_iterations=50", "--cg_tolerance=0.01", "--label_budget=200",
-                "--distill_steps=100", "--distill_learning_rate=1e-2,3e-3",
+                "--distill_steps=100", "--distill_intermediate_fraction=0.6",
+                "--distill_learning_rate=1e-2,3e-3",
                 "--distill_probe_steps=20", f"--tensorboard_dir={logs}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "results.json")) as f:
@@ -45,8 +46,9 @@ def test_shortened_mnist_run(tmp_path):
         hybrid = rows[(stage, "geodesic_finetune")]
         assert hybrid["gradient_equivalents"] <= 200 + 1 or hybrid["over_budget"]
     # Two candidate rates: each stage's probes chose one, by its held-out distance.
-    for stage in (1, 2):
+    for stage, steps in ((1, 60), (2, 100)):  # the intermediate stage's count, the last's
         row = rows[(stage, "distill")]
+        assert row["steps"] == steps, row
         assert set(row["rate_distances"]) == {"0.01", "0.003"}, row
         chosen = min(row["rate_distances"], key=row["rate_distances"].get)
         assert row["learning_rate"] == pytest.approx(float(chosen))

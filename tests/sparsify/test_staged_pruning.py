@@ -110,7 +110,8 @@ def test_distill_defaults_are_prunes():
     for field, value in staged_pruning.Distillation()._asdict().items():
         if field == "learning_rate":  # prune probes candidates; distill takes the safe one
             assert defaults[field] == min(staged_pruning.rate_candidates(value))
-        elif field not in ("probe_steps", "held_out_checks"):  # prune's, not distill's
+        elif field not in ("probe_steps", "held_out_checks", "intermediate_fraction"):
+            # prune's, not distill's (one stage)
             assert defaults[field] == value, field
 
 
@@ -121,9 +122,10 @@ def test_the_runners_distillation_defaults_are_prunes():
     ours = staged_pruning.Distillation()
     assert (runner.distill_steps, runner.batch_size, runner.distill_learning_rate,
             runner.distill_schedule, runner.distill_probe_steps,
-            runner.distill_held_out_checks) == (
+            runner.distill_held_out_checks, runner.distill_intermediate_fraction) == (
         ours.steps, ours.batch_size, staged_pruning.rate_candidates(ours.learning_rate),
-        ours.schedule, ours.probe_steps or 0, ours.held_out_checks)
+        ours.schedule, ours.probe_steps or 0, ours.held_out_checks,
+        ours.intermediate_fraction)
 
 
 def test_rate_probes_keep_the_rate_nearest_the_reference_on_held_out_inputs_and_pay_for_it():
@@ -205,6 +207,12 @@ def test_one_calibration_input_distils_at_the_smallest_candidate_without_probes(
     (staged_pruning.Distillation(held_out_checks=2.0), "held_out_checks"),
     (staged_pruning.Distillation(steps=2.5), "steps"),
     (staged_pruning.Distillation(steps=-1), "steps must be an integer >= 0"),
+    (staged_pruning.Distillation(steps=(100, 200)), "2 counts for a schedule of 1 stage"),
+    (staged_pruning.Distillation(steps=(-1,)), "each of Distillation.steps"),
+    (staged_pruning.Distillation(steps=(1.5,)), "each of Distillation.steps"),
+    (staged_pruning.Distillation(intermediate_fraction=-0.5), "intermediate_fraction"),
+    (staged_pruning.Distillation(intermediate_fraction=float("inf")), "intermediate_fraction"),
+    (staged_pruning.Distillation(intermediate_fraction="half"), "intermediate_fraction"),
     (staged_pruning.Distillation(batch_size=0), "batch_size"),
     (staged_pruning.Distillation(schedule="linear"), "schedule"),
     ((4000, 256, 3e-3), "Distillation"),
@@ -217,6 +225,58 @@ def test_bad_distillation_settings_are_refused_before_any_stage(settings, messag
                              distillation_settings=settings)
     for a, b in zip(before, weights_lib.get_trainable(net)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_per_stage_step_counts_equal_one_call_per_stage_with_its_count():
+    # Stage k distils Distillation.steps[k] steps (the probes an eighth of the last
+    # count at every stage): the same stages, GE and weights as one call per stage
+    # resuming the last, seeded as that stage, with the dense network as reference.
+    net, x = _net()
+    dense = weights_lib.get_trainable(net)
+    rates = (30.0, 3e-3)
+    staged = staged_pruning.prune(
+        net, x, [0.5, 0.7], method="distill", verbose=0,
+        distillation_settings=staged_pruning.Distillation((16, 48), 32, rates))
+    assert [s["steps"] for s in staged.stages] == [16, 48]
+    alone, _ = _net()
+    stages = [staged_pruning.prune(
+        alone, x, [s], method="distill", verbose=0, reference=dense, seed=k,
+        distillation_settings=staged_pruning.Distillation(count, 32, rates, probe_steps=6)
+    ).stages[0]
+        for k, (s, count) in enumerate(((0.5, 16), (0.7, 48)))]
+    for row, one in zip(staged.stages, stages):
+        assert row["gradient_equivalents"] == pytest.approx(one["gradient_equivalents"],
+                                                            rel=1e-9)
+        assert row["functional_distance"] == pytest.approx(one["functional_distance"],
+                                                           rel=1e-4)
+    # The same probes and passes over the inputs: the stages differ by 32 steps on
+    # batches of 32 (gradients of 256).
+    assert staged.stages[1]["gradient_equivalents"] - staged.stages[0][
+        "gradient_equivalents"] == pytest.approx(32 * 32 / 256, rel=1e-9)
+    # intermediate_fraction = 1/3 gives every stage but the last 16 of 48: the same call.
+    again, _ = _net()
+    short_then_long = staged_pruning.prune(
+        again, x, [0.5, 0.7], method="distill", verbose=0,
+        distillation_settings=staged_pruning.Distillation(48, 32, rates,
+                                                          intermediate_fraction=1 / 3))
+    assert [s["steps"] for s in short_then_long.stages] == [16, 48]
+    for a, b in zip(weights_lib.get_trainable(net), weights_lib.get_trainable(again)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Other methods ignore the distillation settings, per-stage counts too.
+    other, _ = _net()
+    assert len(staged_pruning.prune(
+        other, x, [0.5, 0.7], method="geodesic", steps=1, verbose=0,
+        distillation_settings=staged_pruning.Distillation(steps=(1,))).stages) == 2
+    # Rounded; a sequence ignores the fraction; the probes are the last stage's.
+    assert staged_pruning.Distillation(10, intermediate_fraction=0.25).stage_steps(3) == [
+        2, 2, 10]
+    assert staged_pruning.Distillation(10, intermediate_fraction=0).stage_steps(2) == [0, 10]
+    assert staged_pruning.Distillation(10, intermediate_fraction=1).stage_steps(2) == [10, 10]
+    assert staged_pruning.Distillation().stage_steps(3) == [1000, 1000, 4000]  # the default
+    assert staged_pruning.Distillation((5, 7), intermediate_fraction=0.5).stage_steps(2) == [5, 7]
+    assert staged_pruning.Distillation(48, intermediate_fraction=0.25).probe_length == 6
+    for a, b in zip(weights_lib.get_trainable(net), weights_lib.get_trainable(alone)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():
@@ -384,7 +444,8 @@ def test_prune_stops_early_on_the_probes_held_out_inputs_and_pays_for_the_checks
     net, x = _net()
     report = staged_pruning.prune(
         net, x, [0.5, 0.7], method="distill", verbose=0,
-        distillation_settings=staged_pruning.Distillation(40, 32, 3e-3, held_out_checks=4))
+        distillation_settings=staged_pruning.Distillation(40, 32, 3e-3, held_out_checks=4,
+                                                          intermediate_fraction=1))
     held = staged_pruning.probe_held_out(len(x))
     for k, row in enumerate(report.stages):
         assert row["best_step"] in (0, 10, 20, 30, 40)
