@@ -315,8 +315,7 @@ def _label_free(stage, current, row, method, mask, calibration=None, steps=None,
             config.distill_learning_rate[0] if len(config.distill_learning_rate) == 1
             else tuple(config.distill_learning_rate), config.distill_schedule,
             config.distill_probe_steps or None, config.distill_held_out_checks,
-            config.distill_intermediate_fraction).for_stage(stage.k,
-                                                                 len(schedule(config))),
+            config.distill_intermediate_fraction).for_stage(stage.k, len(schedule(config))),
         reference=stage.dense if reference is None else reference, allocation=stage.dense,
         batch_size=config.batch_size, seed=None, verbose=0)
     result, = report.stages

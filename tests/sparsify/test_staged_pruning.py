@@ -253,6 +253,8 @@ def test_per_stage_step_counts_equal_one_call_per_stage_with_its_count():
     # batches of 32 (gradients of 256).
     assert staged.stages[1]["gradient_equivalents"] - staged.stages[0][
         "gradient_equivalents"] == pytest.approx(32 * 32 / 256, rel=1e-9)
+    for a, b in zip(weights_lib.get_trainable(net), weights_lib.get_trainable(alone)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # intermediate_fraction = 1/3 gives every stage but the last 16 of 48: the same call.
     again, _ = _net()
     short_then_long = staged_pruning.prune(
@@ -275,8 +277,6 @@ def test_per_stage_step_counts_equal_one_call_per_stage_with_its_count():
     assert staged_pruning.Distillation().stage_steps(3) == [1000, 1000, 4000]  # the default
     assert staged_pruning.Distillation((5, 7), intermediate_fraction=0.5).stage_steps(2) == [5, 7]
     assert staged_pruning.Distillation(48, intermediate_fraction=0.25).probe_length == 6
-    for a, b in zip(weights_lib.get_trainable(net), weights_lib.get_trainable(alone)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_projection_from_a_short_distillation_only_lowers_its_distance_and_pays_both():

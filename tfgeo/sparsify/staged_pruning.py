@@ -65,13 +65,13 @@ class Distillation(NamedTuple):
     at each candidate on 7/8 of the inputs, keeps the rate whose result is
     nearest the reference's function on the other 1/8, and distils at it on
     all inputs; the probes are counted in the stage's gradient-equivalents
-    (+25% of the last stage's steps by default). No fixed rate is best everywhere: 1e-2 is 0.2-0.9
-    points better than 3e-3 at 98% on LeNet-300-100 and LeNet-5 but 17 points
-    worse on a VGG11 without batch norm at 80% (3e-2 collapses it to chance);
-    the probes chose 1e-2 on the MNIST networks and 3e-3 on that VGG11 until
-    95%, as good as the better fixed rate at every stage (sparsification docs,
-    "The distillation rate across networks"). A single number skips the
-    probes.
+    (+25% of the last stage's steps by default). No fixed rate is best
+    everywhere: 1e-2 is 0.2-0.9 points better than 3e-3 at 98% on
+    LeNet-300-100 and LeNet-5 but 17 points worse on a VGG11 without batch
+    norm at 80% (3e-2 collapses it to chance); the probes chose 1e-2 on the
+    MNIST networks and 3e-3 on that VGG11 until 95%, as good as the better
+    fixed rate at every stage (sparsification docs, "The distillation rate
+    across networks"). A single number skips the probes.
 
     With `held_out_checks` k > 0 the stage's distillation stops early without
     labels: it descends on the probes' 7/8 of the inputs, measures D on
